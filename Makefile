@@ -1,0 +1,31 @@
+# Two commands from a fresh clone: `make test` and `make demo`. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export JAX_PLATFORMS ?= cpu
+
+.PHONY: test test-slow demo bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -q -m slow
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/alignjax-train --config=configs/pythia.py:14m --workdir=runs/demo \
+	  --config.train.num_steps=300 --config.train.batch_size=8 --config.train.seq_len=128 \
+	  --config.optimizer.warmup_steps=30 --config.train.log_every=25 --config.checkpoint.every_steps=100
+	@echo "demo run: runs/demo (metrics.jsonl, tensorboard/, checkpoints/)"
+
+bench: $(VENV)/.installed
+	$(PY) bench/train_cpu.py
+
+clean:
+	rm -rf $(VENV) runs *.egg-info

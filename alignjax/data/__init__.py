@@ -1,0 +1,1 @@
+"""Data pipelines: sources -> tokenize -> pack -> batches, as checkpointable Grain iterators."""

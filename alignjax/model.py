@@ -1,0 +1,220 @@
+"""GPT-NeoX exactly as Pythia, in Flax NNX.
+
+Block: parallel residual ``x + attn(ln1(x)) + mlp(ln2(x))``; partial rotary (rotate-half on the
+first ``rotary_pct`` of each head); fused, biased QKV laid out per head (heads, 3, head_dim) as in
+the reference implementation; untied input/output embeddings, the output one without bias.
+Parameters are fp32; matmuls run in ``dtype`` (bf16 on TPU). Every parameter carries its logical
+axes (``axes=`` metadata) for ``alignjax.sharding``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
+
+from alignjax.sharding import constrain
+
+# Pythia's published shapes (EleutherAI/pythia-* config.json). Vocab is padded for efficient
+# sharding: 50304 for most sizes, 50432 at 6.9B, 50688 at 12B.
+PRESETS: dict[str, dict] = {
+    "14m": dict(num_layers=6, d_model=128, num_heads=4, d_ff=512, vocab_size=50304),
+    "31m": dict(num_layers=6, d_model=256, num_heads=8, d_ff=1024, vocab_size=50304),
+    "70m": dict(num_layers=6, d_model=512, num_heads=8, d_ff=2048, vocab_size=50304),
+    "160m": dict(num_layers=12, d_model=768, num_heads=12, d_ff=3072, vocab_size=50304),
+    "410m": dict(num_layers=24, d_model=1024, num_heads=16, d_ff=4096, vocab_size=50304),
+    "1b": dict(num_layers=16, d_model=2048, num_heads=8, d_ff=8192, vocab_size=50304),
+    "1.4b": dict(num_layers=24, d_model=2048, num_heads=16, d_ff=8192, vocab_size=50304),
+    "2.8b": dict(num_layers=32, d_model=2560, num_heads=32, d_ff=10240, vocab_size=50304),
+    "6.9b": dict(num_layers=32, d_model=4096, num_heads=32, d_ff=16384, vocab_size=50432),
+    "12b": dict(num_layers=36, d_model=5120, num_heads=40, d_ff=20480, vocab_size=50688),
+}
+
+# Which intermediates a rematerialised block keeps for the backward pass.
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_proj": jax.checkpoint_policies.save_only_these_names("qkv", "attn_out", "mlp_in"),
+    "save_attn": jax.checkpoint_policies.save_only_these_names("qkv", "attn_ctx", "attn_out", "mlp_in"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 50304
+    num_layers: int = 6
+    d_model: int = 128
+    num_heads: int = 4
+    d_ff: int = 512
+    max_seq_len: int = 2048
+    rotary_pct: float = 0.25
+    rotary_base: float = 10000.0
+    ln_eps: float = 1e-5
+    gelu_approximate: bool = False
+    init_std: float = 0.02
+    dtype: str = "float32"
+    remat: str = "none"  # none | full | dots | save_proj | save_attn
+    attention: str = "xla"  # jax.nn.dot_product_attention implementation: xla | cudnn
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        return int(self.head_dim * self.rotary_pct)
+
+    def __post_init__(self):
+        if self.d_model % self.num_heads:
+            raise ValueError(f"model.d_model={self.d_model} is not divisible by model.num_heads={self.num_heads}")
+        if self.remat != "none" and self.remat not in REMAT_POLICIES:
+            raise ValueError(f"model.remat={self.remat!r}; valid: none, {', '.join(REMAT_POLICIES)}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"model.dtype={self.dtype!r}; valid: float32, bfloat16, float16")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "ModelConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown Pythia preset {name!r}; valid: {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+def _param(rngs: nnx.Rngs, std: float | None, shape, axes) -> nnx.Param:
+    value = jnp.zeros(shape, jnp.float32) if std is None else std * jax.random.normal(rngs.params(), shape)
+    return nnx.Param(value, axes=axes)
+
+
+def _ones(shape, axes) -> nnx.Param:
+    return nnx.Param(jnp.ones(shape, jnp.float32), axes=axes)
+
+
+class LayerNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float):
+        self.scale = _ones((dim,), ("norm",))
+        self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32), axes=("norm",))
+        self.eps = eps
+
+    def __call__(self, x):
+        # Statistics in fp32 whatever the compute dtype.
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+        return y.astype(x.dtype)
+
+
+def rotary(x: jax.Array, positions: jax.Array, rotary_dim: int, base: float) -> jax.Array:
+    """Rotate-half rotary embedding on the first ``rotary_dim`` features of each head.
+    x: [batch, seq, heads, head_dim]; positions: [batch, seq]."""
+    inv_freq = 1.0 / (base ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [b, t, rot/2]
+    angles = jnp.concatenate([angles, angles], -1)[:, :, None, :]
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    x_rot, x_pass = x[..., :rotary_dim].astype(jnp.float32), x[..., rotary_dim:]
+    x1, x2 = jnp.split(x_rot, 2, axis=-1)
+    rotated = x_rot * cos + jnp.concatenate([-x2, x1], -1) * sin
+    return jnp.concatenate([rotated.astype(x.dtype), x_pass], -1)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        d, n, h = cfg.d_model, cfg.num_heads, cfg.head_dim
+        out_std = cfg.init_std / math.sqrt(2 * cfg.num_layers)
+        self.qkv_kernel = _param(rngs, cfg.init_std, (d, n, 3, h), ("embed", "heads", "qkv", "head_dim"))
+        self.qkv_bias = _param(rngs, None, (n, 3, h), ("heads", "qkv", "head_dim"))
+        self.out_kernel = _param(rngs, out_std, (n, h, d), ("heads", "head_dim", "embed"))
+        self.out_bias = _param(rngs, None, (d,), ("norm",))
+        self.cfg = cfg
+
+    def __call__(self, x, positions, segment_ids):
+        cfg, dt = self.cfg, x.dtype
+        qkv = jnp.einsum("btd,dnkh->btnkh", x, self.qkv_kernel[...].astype(dt)) + self.qkv_bias[...].astype(dt)
+        qkv = checkpoint_name(qkv, "qkv")
+        qkv = constrain(qkv, ("act_batch", "act_seq", "act_heads", None, None))
+        q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
+        q = rotary(q, positions, cfg.rotary_dim, cfg.rotary_base)
+        k = rotary(k, positions, cfg.rotary_dim, cfg.rotary_base)
+        mask = None
+        if segment_ids is not None:  # packed documents do not attend to each other
+            mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+        ctx = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation=cfg.attention)
+        ctx = checkpoint_name(ctx, "attn_ctx")
+        out = jnp.einsum("btnh,nhd->btd", ctx, self.out_kernel[...].astype(dt)) + self.out_bias[...].astype(dt)
+        return checkpoint_name(out, "attn_out")
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        out_std = cfg.init_std / math.sqrt(2 * cfg.num_layers)
+        self.in_kernel = _param(rngs, cfg.init_std, (cfg.d_model, cfg.d_ff), ("embed", "mlp"))
+        self.in_bias = _param(rngs, None, (cfg.d_ff,), ("mlp",))
+        self.out_kernel = _param(rngs, out_std, (cfg.d_ff, cfg.d_model), ("mlp", "embed"))
+        self.out_bias = _param(rngs, None, (cfg.d_model,), ("norm",))
+        self.approximate = cfg.gelu_approximate
+
+    def __call__(self, x):
+        dt = x.dtype
+        h = x @ self.in_kernel[...].astype(dt) + self.in_bias[...].astype(dt)
+        h = checkpoint_name(h, "mlp_in")
+        h = constrain(jax.nn.gelu(h, approximate=self.approximate), ("act_batch", "act_seq", "act_mlp"))
+        return h @ self.out_kernel[...].astype(dt) + self.out_bias[...].astype(dt)
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.ln_attn = LayerNorm(cfg.d_model, cfg.ln_eps)
+        self.ln_mlp = LayerNorm(cfg.d_model, cfg.ln_eps)
+        self.attn = Attention(cfg, rngs)
+        self.mlp = MLP(cfg, rngs)
+
+    def __call__(self, x, positions, segment_ids):
+        x = x + self.attn(self.ln_attn(x), positions, segment_ids) + self.mlp(self.ln_mlp(x))
+        return constrain(x, ("act_batch", "act_seq", "act_embed"))
+
+
+class GPTNeoX(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.embed_in = _param(rngs, cfg.init_std, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"))
+        self.layers = nnx.List([Block(cfg, rngs) for _ in range(cfg.num_layers)])
+        self.final_ln = LayerNorm(cfg.d_model, cfg.ln_eps)
+        self.embed_out = _param(rngs, cfg.init_std, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"))
+
+    def __call__(self, tokens, positions=None, segment_ids=None):
+        """tokens, positions, segment_ids: int [batch, seq] -> logits [batch, seq, vocab] in dtype."""
+        cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        x = jnp.take(self.embed_in[...], tokens, axis=0).astype(dt)
+        x = constrain(x, ("act_batch", "act_seq", "act_embed"))
+        apply = lambda block, x: block(x, positions, segment_ids)
+        if cfg.remat != "none":
+            apply = nnx.remat(apply, policy=REMAT_POLICIES[cfg.remat])
+        for block in self.layers:
+            x = apply(block, x)
+        x = self.final_ln(x)
+        logits = x @ self.embed_out[...].astype(dt)
+        return constrain(logits, ("act_batch", "act_seq", "act_vocab"))
+
+
+def param_count(cfg: ModelConfig) -> int:
+    """Analytic parameter count (embeddings included)."""
+    d, f = cfg.d_model, cfg.d_ff
+    per_layer = 3 * d * d + 3 * d + d * d + d + d * f + f + f * d + d + 4 * d
+    return cfg.num_layers * per_layer + 2 * cfg.vocab_size * d + 2 * d
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token: 6*N (forward + backward matmuls, N = parameters that do
+    matmuls, i.e. all but the input-embedding lookup) plus causal attention 6*L*T*d
+    (QK^T and AV: 12*L*T*d, halved by the causal mask). The PaLM appendix-B formula."""
+    n = param_count(cfg) - cfg.vocab_size * cfg.d_model
+    return 6.0 * n + 6.0 * cfg.num_layers * seq_len * cfg.d_model
+
+
+def init(cfg: ModelConfig, seed: int) -> GPTNeoX:
+    return GPTNeoX(cfg, nnx.Rngs(params=seed))

@@ -1,0 +1,278 @@
+"""Training: a pure loss and train step, and the loop around them (``alignjax-train``).
+
+    alignjax-train --config=configs/pythia.py:14m --workdir=runs/14m --config.train.num_steps=300
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from alignjax import checkpoint as ckpt_lib
+from alignjax import config as config_lib
+from alignjax import metrics as metrics_lib
+from alignjax import model as model_lib
+from alignjax import optim, sharding
+from alignjax.data import pipeline
+
+log = logging.getLogger("alignjax")
+
+TrainState = dict  # {"step": int32, "params": ..., "opt_state": ..., "rng": key data}
+
+
+# ----------------------------------------------------------------------------- pure functions
+
+
+def loss_fn(params, graphdef, batch) -> tuple[jax.Array, jax.Array]:
+    """(sum of next-token NLL over target tokens, number of target tokens), in fp32."""
+    model = nnx.merge(graphdef, params)
+    logits = model(batch["inputs"], batch.get("positions"), batch.get("segment_ids"))
+    logits = logits.astype(jnp.float32)
+    nll = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, batch["targets"][..., None], -1)[..., 0]
+    weights = batch["weights"].astype(jnp.float32) if "weights" in batch else jnp.ones_like(nll)
+    return jnp.sum(nll * weights), jnp.sum(weights)
+
+
+def train_step(graphdef, tx, schedule, grad_accum: int, state: TrainState, batch) -> tuple[TrainState, dict]:
+    """One optimizer step over ``grad_accum`` micro-batches; the loss is the token-weighted mean
+    over the whole batch, so accumulation gives the same update as one big batch."""
+
+    def split(x):  # [B, ...] -> [accum, B/accum, ...], each micro-batch keeping the data sharding
+        return x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:]).swapaxes(0, 1)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def micro(carry, mb):
+        grads, nll, count = carry
+        (mb_nll, mb_count), mb_grads = grad_fn(state["params"], graphdef, mb)
+        return (jax.tree.map(jnp.add, grads, mb_grads), nll + mb_nll, count + mb_count), None
+
+    zeros = jax.tree.map(jnp.zeros_like, state["params"])
+    init = (zeros, jnp.float32(0), jnp.float32(0))
+    if grad_accum == 1:
+        (grads, nll, count), _ = micro(init, batch)
+    else:
+        (grads, nll, count), _ = jax.lax.scan(micro, init, jax.tree.map(split, batch))
+    count = jnp.maximum(count, 1.0)
+    grads = jax.tree.map(lambda g: g / count, grads)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = jax.tree.map(jnp.add, state["params"], updates)
+    metrics = {"loss": nll / count, "grad_norm": optax_global_norm(grads), "lr": schedule(state["step"])}
+    return {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": state["rng"]}, metrics
+
+
+def optax_global_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+class Setup:
+    """Everything derived from the config: mesh, model graph, optimizer, shardings, jitted fns."""
+
+    def __init__(self, cfg, mesh=None):
+        self.cfg = cfg
+        try:
+            self.model_cfg = model_lib.ModelConfig(**cfg.model)
+        except (TypeError, ValueError) as e:
+            raise config_lib.ConfigError(f"model: {e}") from None
+        t = cfg.train
+        self.mesh = mesh or sharding.make_mesh(**cfg.mesh)
+        batch_axes = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        if t.batch_size % t.grad_accum:
+            raise config_lib.ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
+        if (t.batch_size // t.grad_accum) % batch_axes:
+            raise config_lib.ConfigError(
+                f"micro-batch {t.batch_size // t.grad_accum} (train.batch_size/train.grad_accum) is not divisible "
+                f"by mesh data*fsdp={batch_axes}")
+        if t.seq_len > self.model_cfg.max_seq_len:
+            raise config_lib.ConfigError(f"train.seq_len={t.seq_len} exceeds model.max_seq_len={self.model_cfg.max_seq_len}")
+
+        abstract_model = nnx.eval_shape(lambda: model_lib.init(self.model_cfg, 0))
+        self.graphdef, abstract_state = nnx.split(abstract_model)
+        self.abstract_params = abstract_state.to_pure_dict()
+        axes = jax.tree.map(lambda v: v.get_metadata()["axes"], abstract_state,
+                            is_leaf=lambda v: isinstance(v, nnx.Variable)).to_pure_dict()
+        self.param_shardings = sharding.tree_shardings(axes, self.abstract_params, self.mesh)
+        self.schedule = optim.lr_schedule(cfg.optimizer, t.num_steps)
+        self.tx = optim.make_optimizer(cfg.optimizer, t.num_steps)
+
+        def init_state(params, seed):
+            return {"step": jnp.int32(0), "params": params, "opt_state": self.tx.init(params),
+                    "rng": jax.random.key_data(jax.random.key(seed))}
+
+        abstract_init = jax.eval_shape(init_state, self.abstract_params, 0)
+        # Optimizer moments mirror the params they belong to; everything else is replicated.
+        by_shape = {}
+        for p, s in zip(jax.tree.leaves(self.abstract_params), jax.tree.leaves(self.param_shardings)):
+            by_shape.setdefault((p.shape, p.dtype), s)
+        self.state_shardings = jax.tree.map(
+            lambda x: by_shape.get((x.shape, x.dtype), sharding.replicated(self.mesh)) if x.ndim else sharding.replicated(self.mesh),
+            abstract_init)
+        self.state_shardings["params"] = self.param_shardings
+        self.abstract_state = jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_init, self.state_shardings)
+
+        self._init_params = jax.jit(
+            lambda seed: nnx.split(model_lib.GPTNeoX(self.model_cfg, nnx.Rngs(params=seed)))[1].to_pure_dict(),
+            static_argnums=0, out_shardings=self.param_shardings)
+        self._init_state = jax.jit(init_state, static_argnums=1, out_shardings=self.state_shardings, donate_argnums=0)
+        step = functools.partial(train_step, self.graphdef, self.tx, self.schedule, t.grad_accum)
+        self.train_step = jax.jit(step, in_shardings=(self.state_shardings, None),
+                                  out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
+                                  donate_argnums=0)
+
+    def init_state(self, params=None) -> TrainState:
+        seed = self.cfg.train.seed
+        if params is None:
+            params = self._init_params(seed)
+        return self._init_state(params, seed)
+
+    def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        out = {}
+        for k, v in local.items():
+            shape = (self.cfg.train.batch_size, *v.shape[1:])
+            out[k] = jax.make_array_from_process_local_data(sharding.batch_sharding(self.mesh, v.ndim), v, shape)
+        return out
+
+
+# ----------------------------------------------------------------------------- loop
+
+
+class _Preempted:
+    """SIGTERM (a TPU preemption notice) asks the loop to save and exit 0 at the next step."""
+
+    def __init__(self):
+        self.flag = False
+        self._old = signal.signal(signal.SIGTERM, self._set)
+
+    def _set(self, *_):
+        self.flag = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._old)
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def train(cfg, workdir: str | Path) -> dict[str, Any]:
+    """Run (or resume) a training run in ``workdir``; returns the last logged metrics."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    setup = Setup(cfg)
+    t = cfg.train
+    is_main = jax.process_index() == 0
+    if is_main:
+        config_lib.save_config(cfg, workdir)
+    ckpt = ckpt_lib.TrainCheckpointer(workdir / "checkpoints", cfg.checkpoint.max_to_keep, cfg.checkpoint.async_save)
+    try:
+        data_iter = pipeline.make_train_iterator(cfg.data, t.batch_size, t.seq_len, jax.process_index(), jax.process_count())
+    except ValueError as e:
+        raise config_lib.ConfigError(str(e)) from None
+    writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
+    preempted = _Preempted()
+
+    with jax.set_mesh(setup.mesh):
+        restored = ckpt.restore_latest(setup.abstract_state, data_iter)
+        if restored is not None:
+            state, start = restored
+            log.info("resumed from %s step %d", ckpt.directory, start)
+        elif cfg.checkpoint.init_from:
+            model_cfg, params = ckpt_lib.load_params(cfg.checkpoint.init_from, setup.param_shardings)
+            if model_cfg != setup.model_cfg:
+                raise ckpt_lib.CheckpointError(
+                    f"checkpoint.init_from={cfg.checkpoint.init_from} has model {model_cfg}, config has {setup.model_cfg}")
+            state, start = setup.init_state(params), 0
+        else:
+            state, start = setup.init_state(), 0
+
+        tokens_per_step = t.batch_size * t.seq_len
+        flops_per_token = model_lib.flops_per_token(setup.model_cfg, t.seq_len)
+        peak = metrics_lib.peak_flops(jax.devices()[0].device_kind, t.peak_flops_per_device)
+        bar = None
+        if is_main and t.progress_bar and sys.stderr.isatty():
+            from tqdm import tqdm
+            bar = tqdm(total=t.num_steps, initial=start, desc="train", dynamic_ncols=True)
+
+        last_saved, last = start, {}
+        timer_step, timer = start, None
+        step = start
+        try:
+            while step < t.num_steps:
+                state, m = setup.train_step(state, setup.global_batch(next(data_iter)))
+                step += 1
+                if timer is None:  # the first step compiles; time from after it
+                    jax.block_until_ready(m)
+                    timer_step, timer = step, time.perf_counter()
+                if bar is not None:
+                    bar.update(1)
+                must_save = step % cfg.checkpoint.every_steps == 0 or step == t.num_steps or preempted.flag
+                if step % t.log_every == 0 or must_save:
+                    m = {k: float(v) for k, v in jax.device_get(m).items()}
+                    if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+                        raise NonFiniteLoss(
+                            f"loss={m['loss']} grad_norm={m['grad_norm']} at step {step}; stopping without saving "
+                            f"(last good checkpoint: step {last_saved if last_saved else 'none'})")
+                    if step % t.log_every == 0:
+                        now = time.perf_counter()
+                        tps = (step - timer_step) * tokens_per_step / (now - timer) if step > timer_step else None
+                        timer_step, timer = step, now
+                        last = {**m, "tokens_per_sec": tps,
+                                "mfu": metrics_lib.mfu(tps, flops_per_token, jax.device_count(), peak) if tps else None}
+                        writer.write(step, last)
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{m['loss']:.3f}")
+                        elif is_main:
+                            print(f"step {step}: loss {m['loss']:.4f} lr {m['lr']:.2e} grad_norm {m['grad_norm']:.3f}"
+                                  + (f" tokens/s {tps:,.0f}" if tps else ""), flush=True)
+                if must_save and step > last_saved:
+                    ckpt.save(step, state, data_iter)
+                    last_saved = step
+                if preempted.flag:
+                    log.warning("SIGTERM: saved step %d, exiting", step)
+                    break
+        finally:
+            ckpt.wait()
+            ckpt.close()
+            writer.close()
+            preempted.restore()
+            if bar is not None:
+                bar.close()
+    return last
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("absl", "orbax", "jax._src"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg, flags = config_lib.parse_args(argv)
+        if not flags["workdir"]:
+            raise config_lib.ConfigError("--workdir is required")
+        train(cfg, flags["workdir"])
+    except config_lib.ConfigError as e:
+        config_lib.cli_error("alignjax-train", str(e))
+    except ckpt_lib.CheckpointError as e:
+        config_lib.cli_error("alignjax-train", str(e), code=3)
+    except NonFiniteLoss as e:
+        config_lib.cli_error("alignjax-train", str(e), code=4)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -163,6 +163,20 @@ def save_config(cfg: ConfigDict, workdir: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+def setup_logging() -> None:
+    """alignjax's own messages at INFO on stderr; absl/orbax only at WARNING and above."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s alignjax: %(message)s"))
+    log = logging.getLogger("alignjax")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for noisy in ("absl", "orbax"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def cli_error(command: str, message: str, code: int = 2):
     print(f"{command}: error: {message}", file=sys.stderr)
     raise SystemExit(code)

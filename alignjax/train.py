@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -242,6 +243,10 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
                 if must_save and step > last_saved:
                     ckpt.save(step, state, data_iter)
                     last_saved = step
+                    if os.environ.get("ALIGNJAX_FAULT_KILL_AFTER_SAVE") == str(step):
+                        # Fault injection for the preemption tests: a kill -9 right after a save.
+                        ckpt.wait()
+                        os.kill(os.getpid(), signal.SIGKILL)
                 if preempted.flag:
                     log.warning("SIGTERM: saved step %d, exiting", step)
                     break
@@ -256,9 +261,7 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("absl", "orbax", "jax._src"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    config_lib.setup_logging()
     argv = sys.argv[1:] if argv is None else argv
     try:
         cfg, flags = config_lib.parse_args(argv)

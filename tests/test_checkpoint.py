@@ -1,0 +1,81 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from alignjax import checkpoint as ckpt_lib
+from conftest import REPO, run_cli
+
+TINY = ["--config=configs/tiny.py", "--config.train.num_steps=20", "--config.checkpoint.every_steps=10"]
+
+
+def _losses(workdir):
+    return {r["step"]: r["loss"] for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())}
+
+
+def _params(workdir):
+    return jax.tree.leaves(ckpt_lib.load_params(workdir)[1])
+
+
+def test_resume_after_kill_9_is_bitwise_identical(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    r = run_cli("train", *TINY, f"--workdir={straight}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli("train", *TINY, f"--workdir={killed}", env={"ALIGNJAX_FAULT_KILL_AFTER_SAVE": "10"})
+    assert r.returncode == -signal.SIGKILL
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["10"]
+    r = run_cli("train", *TINY, f"--workdir={killed}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed from" in r.stderr and "step 10" in r.stderr
+    a, b = _losses(straight), _losses(killed)
+    assert [a[s] for s in range(11, 21)] == [b[s] for s in range(11, 21)]
+    for x, y in zip(_params(straight), _params(killed)):
+        assert x.dtype == y.dtype and np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_corrupt_and_incomplete_steps_are_skipped_and_kept(tmp_path):
+    r = run_cli("train", *TINY, f"--workdir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    ckdir = tmp_path / "checkpoints"
+    # Corrupt step 20: truncate every array data file.
+    for f in (ckdir / "20" / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0 and "metadata" not in f.name.lower() and f.suffix != ".json":
+            f.write_bytes(f.read_bytes()[:7])
+    # An incomplete save (crash mid-write) leaves a temporary directory.
+    (ckdir / "30.orbax-checkpoint-tmp-1").mkdir()
+    r = run_cli("train", "--config=configs/tiny.py", "--config.train.num_steps=30",
+                "--config.checkpoint.every_steps=10", f"--workdir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "skipping checkpoint step 20" in r.stderr and "resumed from" in r.stderr
+    assert any(p.name.startswith("corrupt-20-") for p in ckdir.iterdir())  # kept, out of the way
+    assert {"10", "20", "30"} <= {p.name for p in ckdir.iterdir()}
+    assert all(np.isfinite(np.asarray(x)).all() for x in _params(tmp_path))
+
+
+def test_sigterm_saves_then_exits_0_and_the_run_resumes(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    p = subprocess.Popen([sys.executable, "-m", "alignjax.train", "--config=configs/tiny.py",
+                          "--config.train.num_steps=100000", "--config.checkpoint.every_steps=100000",
+                          f"--workdir={tmp_path}"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err.decode()[-2000:]
+    steps = [int(d.name) for d in (tmp_path / "checkpoints").iterdir() if d.name.isdigit()]
+    assert len(steps) == 1 and steps[0] >= 3
+    r = run_cli("train", "--config=configs/tiny.py", f"--config.train.num_steps={steps[0] + 2}", f"--workdir={tmp_path}")
+    assert r.returncode == 0 and f"step {steps[0]}" in r.stderr
+
+
+def test_missing_init_checkpoint_is_a_one_line_error(tmp_path):
+    r = run_cli("train", "--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.checkpoint.init_from=/nonexistent/ckpt")
+    assert r.returncode == 3
+    assert r.stderr.strip().splitlines()[-1] == "alignjax-train: error: checkpoint /nonexistent/ckpt does not exist"

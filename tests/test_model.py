@@ -1,0 +1,110 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from alignjax import model as M
+
+
+def test_pythia_6_9b_has_exactly_6_857_302_016_parameters():
+    cfg = M.ModelConfig.from_preset("6.9b")
+    assert (cfg.num_layers, cfg.d_model, cfg.num_heads, cfg.d_ff, cfg.vocab_size) == (32, 4096, 32, 16384, 50432)
+    abstract = nnx.state(nnx.eval_shape(lambda: M.init(cfg, 0)), nnx.Param)
+    assert sum(x.size for x in jax.tree.leaves(abstract)) == 6_857_302_016
+    assert M.param_count(cfg) == 6_857_302_016
+
+
+@pytest.mark.parametrize("size", list(M.PRESETS))
+def test_every_preset_builds_abstractly(size):
+    cfg = M.ModelConfig.from_preset(size)
+    abstract = nnx.state(nnx.eval_shape(lambda: M.init(cfg, 0)), nnx.Param)
+    assert sum(x.size for x in jax.tree.leaves(abstract)) == M.param_count(cfg)
+
+
+def test_init_follows_pythia_scheme():
+    cfg = M.ModelConfig(num_layers=8, d_model=256, num_heads=4, d_ff=1024, vocab_size=1024)
+    p = nnx.state(M.init(cfg, 0), nnx.Param).to_pure_dict()
+    out_std = 0.02 / np.sqrt(2 * cfg.num_layers)
+    stds = {
+        "qkv": np.std([p["layers"][i]["attn"]["qkv_kernel"] for i in range(8)]),
+        "attn_out": np.std([p["layers"][i]["attn"]["out_kernel"] for i in range(8)]),
+        "mlp_in": np.std([p["layers"][i]["mlp"]["in_kernel"] for i in range(8)]),
+        "mlp_out": np.std([p["layers"][i]["mlp"]["out_kernel"] for i in range(8)]),
+        "embed_in": np.std(p["embed_in"]),
+        "embed_out": np.std(p["embed_out"]),
+    }
+    for name in ("qkv", "mlp_in", "embed_in", "embed_out"):
+        assert stds[name] == pytest.approx(0.02, rel=0.03), name
+    for name in ("attn_out", "mlp_out"):
+        assert stds[name] == pytest.approx(out_std, rel=0.03), name
+    assert not np.any(p["layers"][0]["attn"]["qkv_bias"]) and np.all(p["final_ln"]["scale"] == 1)
+
+
+def _tiny(**kw):
+    return M.ModelConfig(**{**dict(num_layers=2, d_model=64, num_heads=4, d_ff=256, vocab_size=300), **kw})
+
+
+def test_segment_ids_keep_packed_documents_apart():
+    model = M.init(_tiny(), 0)
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(2, 300, 5), rng.integers(2, 300, 7)
+    packed = jnp.asarray(np.concatenate([a, b]))[None]
+    seg = jnp.asarray([0] * 5 + [1] * 7)[None]
+    pos = jnp.asarray(list(range(5)) + list(range(7)))[None]
+    together = model(packed, pos, seg)
+    alone = model(jnp.asarray(b)[None])
+    np.testing.assert_allclose(together[0, 5:], alone[0], atol=1e-5)
+    # Without the mask, document b sees document a.
+    assert not np.allclose(model(packed, pos)[0, 5:], alone[0], atol=1e-3)
+
+
+def test_rotary_is_partial_and_rotate_half():
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 3, 2, 16)), jnp.float32)
+    pos = jnp.arange(3)[None]
+    y = M.rotary(x, pos, rotary_dim=4, base=10000.0)
+    np.testing.assert_array_equal(y[..., 4:], x[..., 4:])  # 75% of each head untouched
+    np.testing.assert_allclose(y[:, 0], x[:, 0], atol=1e-7)  # position 0 is the identity
+    # rotate-half pairs feature i with i + rotary_dim/2
+    inv = 1.0 / 10000 ** (np.arange(0, 4, 2) / 4)
+    ang = 2 * inv
+    x1, x2 = x[0, 2, :, :2], x[0, 2, :, 2:4]
+    np.testing.assert_allclose(y[0, 2, :, :2], x1 * np.cos(ang) - x2 * np.sin(ang), atol=1e-6)
+    np.testing.assert_allclose(y[0, 2, :, 2:4], x2 * np.cos(ang) + x1 * np.sin(ang), atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["full", "dots", "save_proj"])
+def test_remat_changes_memory_not_math(policy):
+    tokens = jnp.asarray(np.random.default_rng(2).integers(0, 300, (2, 16)))
+
+    def loss(cfg):
+        model = M.init(cfg, 0)
+        gd, st = nnx.split(model)
+
+        def f(st):
+            return jnp.mean(nnx.merge(gd, st)(tokens) ** 2)
+
+        return jax.value_and_grad(f)(st)
+
+    (l0, g0), (l1, g1) = loss(_tiny()), loss(_tiny(remat=policy))
+    np.testing.assert_allclose(l0, l1, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_bf16_compute_keeps_fp32_params_and_tracks_fp32_logits():
+    tokens = jnp.asarray(np.random.default_rng(3).integers(0, 300, (2, 16)))
+    m32, m16 = M.init(_tiny(), 0), M.init(_tiny(dtype="bfloat16"), 0)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(m16, nnx.Param)))
+    out16 = m16(tokens)
+    assert out16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(out16.astype(jnp.float32), m32(tokens), atol=0.05)
+
+
+def test_bad_model_config_is_rejected_with_a_named_field():
+    with pytest.raises(ValueError, match="num_heads"):
+        M.ModelConfig(d_model=100, num_heads=3)
+    with pytest.raises(ValueError, match="remat"):
+        M.ModelConfig(remat="everything")
+    with pytest.raises(ValueError, match="valid: 14m"):
+        M.ModelConfig.from_preset("7b")

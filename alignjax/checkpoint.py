@@ -142,9 +142,11 @@ class TrainCheckpointer:
         )
 
     def restore_latest(self, abstract_state: Any, data_iter: grain.DatasetIterator):
-        """(state, step) from the newest step that restores, or None. Unreadable steps are
-        skipped with a warning and left on disk."""
-        for step in sorted(self.manager.all_steps(), reverse=True):
+        """(state, step) from the newest step that restores, or None when there are no steps.
+        Unreadable steps are skipped with a warning and left on disk; if none restores, that
+        is an error rather than a silent restart from scratch."""
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        for step in steps:
             try:
                 restored = self.manager.restore(
                     step,
@@ -158,6 +160,9 @@ class TrainCheckpointer:
                             (str(e).splitlines() or [type(e).__name__])[0][:300])
                 continue
             return restored.state, step
+        if steps:
+            raise CheckpointError(f"none of the {len(steps)} checkpoint steps in {self.directory} restores "
+                                  "(see the warnings above); move the directory away to start afresh")
         return None
 
     def wait(self) -> None:

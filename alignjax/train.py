@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import os
@@ -170,6 +171,18 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+def _check_resumable(cfg, workdir: Path) -> None:
+    """A workdir with checkpoints resumes only with the same model; say which field differs."""
+    saved = workdir / "config.json"
+    if not (saved.exists() and (workdir / "checkpoints").is_dir()):
+        return
+    old = json.loads(saved.read_text()).get("model", {})
+    diff = [f"model.{k}: {old.get(k)!r} -> {v!r}" for k, v in cfg.model.to_dict().items() if old.get(k) != v]
+    if diff:
+        raise ckpt_lib.CheckpointError(f"{workdir} holds checkpoints of another model ({'; '.join(diff)}); "
+                                       "use a new --workdir")
+
+
 def train(cfg, workdir: str | Path) -> dict[str, Any]:
     """Run (or resume) a training run in ``workdir``; returns the last logged metrics."""
     workdir = Path(workdir)
@@ -177,6 +190,7 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
     setup = Setup(cfg)
     t = cfg.train
     is_main = jax.process_index() == 0
+    _check_resumable(cfg, workdir)
     if is_main:
         config_lib.save_config(cfg, workdir)
     ckpt = ckpt_lib.TrainCheckpointer(workdir / "checkpoints", cfg.checkpoint.max_to_keep, cfg.checkpoint.async_save)

@@ -79,3 +79,14 @@ def test_missing_init_checkpoint_is_a_one_line_error(tmp_path):
     r = run_cli("train", "--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.checkpoint.init_from=/nonexistent/ckpt")
     assert r.returncode == 3
     assert r.stderr.strip().splitlines()[-1] == "alignjax-train: error: checkpoint /nonexistent/ckpt does not exist"
+
+
+def test_resuming_with_another_model_is_refused_and_nothing_is_touched(tmp_path):
+    r = run_cli("train", *TINY, f"--workdir={tmp_path}")
+    assert r.returncode == 0
+    before = (tmp_path / "config.json").read_text()
+    r = run_cli("train", *TINY, f"--workdir={tmp_path}", "--config.model.d_model=128")
+    assert r.returncode == 3
+    assert "model.d_model: 64 -> 128" in r.stderr.strip().splitlines()[-1]
+    assert (tmp_path / "config.json").read_text() == before
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["10", "20"]

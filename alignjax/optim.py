@@ -6,15 +6,25 @@ import jax
 import optax
 
 
-def lr_schedule(opt_cfg, num_steps: int) -> optax.Schedule:
-    decay_steps = opt_cfg.decay_steps or num_steps
+def warmup_cosine(lr: float, warmup_steps: int, decay_steps: int, min_lr_ratio: float) -> optax.Schedule:
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
-        peak_value=opt_cfg.lr,
-        warmup_steps=opt_cfg.warmup_steps,
-        decay_steps=max(decay_steps, opt_cfg.warmup_steps + 1),
-        end_value=opt_cfg.lr * opt_cfg.min_lr_ratio,
+        peak_value=lr,
+        warmup_steps=warmup_steps,
+        decay_steps=max(decay_steps, warmup_steps + 1),
+        end_value=lr * min_lr_ratio,
     )
+
+
+def lr_schedule(opt_cfg, num_steps: int) -> optax.Schedule:
+    return warmup_cosine(opt_cfg.lr, opt_cfg.warmup_steps, opt_cfg.decay_steps or num_steps, opt_cfg.min_lr_ratio)
+
+
+def stage_schedule(stages) -> optax.Schedule:
+    """Each stage re-warms to its own peak and decays over its own steps (the study's
+    midtraining re-warms to 2.25e-4 and decays to 0); one optimizer state runs through all."""
+    schedules = [warmup_cosine(st.lr, st.warmup_steps, st.decay_steps, st.min_lr_ratio) for st in stages]
+    return optax.join_schedules(schedules, [st.start for st in stages[1:]]) if len(stages) > 1 else schedules[0]
 
 
 def decay_mask(params):
@@ -26,11 +36,11 @@ def decay_mask(params):
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_optimizer(opt_cfg, num_steps: int) -> optax.GradientTransformation:
+def make_optimizer(opt_cfg, schedule: optax.Schedule) -> optax.GradientTransformation:
     return optax.chain(
         optax.clip_by_global_norm(opt_cfg.grad_clip),
         optax.adamw(
-            lr_schedule(opt_cfg, num_steps),
+            schedule,
             b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
             weight_decay=opt_cfg.weight_decay, mask=decay_mask,
         ),

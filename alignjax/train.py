@@ -26,7 +26,8 @@ from alignjax import config as config_lib
 from alignjax import metrics as metrics_lib
 from alignjax import model as model_lib
 from alignjax import optim, sharding
-from alignjax.data import pipeline
+from alignjax.data import audit as audit_lib
+from alignjax.data import mixture, pipeline
 
 log = logging.getLogger("alignjax")
 
@@ -91,16 +92,24 @@ class Setup:
         except (TypeError, ValueError) as e:
             raise config_lib.ConfigError(f"model: {e}") from None
         t = cfg.train
+        try:
+            self.stages = mixture.plan(cfg)
+        except mixture.MixtureError as e:
+            raise config_lib.ConfigError(str(e)) from None
         self.mesh = mesh or sharding.make_mesh(**cfg.mesh)
         batch_axes = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-        if t.batch_size % t.grad_accum:
-            raise config_lib.ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
-        if (t.batch_size // t.grad_accum) % batch_axes:
-            raise config_lib.ConfigError(
-                f"micro-batch {t.batch_size // t.grad_accum} (train.batch_size/train.grad_accum) is not divisible "
-                f"by mesh data*fsdp={batch_axes}")
-        if t.seq_len > self.model_cfg.max_seq_len:
-            raise config_lib.ConfigError(f"train.seq_len={t.seq_len} exceeds model.max_seq_len={self.model_cfg.max_seq_len}")
+        for st in self.stages:
+            where = "train" if st.name == "pretrain" else f"stages.{st.name}"
+            if st.batch_size % t.grad_accum:
+                raise config_lib.ConfigError(
+                    f"{where} batch size {st.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
+            if (st.batch_size // t.grad_accum) % batch_axes:
+                raise config_lib.ConfigError(
+                    f"{where} micro-batch {st.batch_size // t.grad_accum} (batch size / train.grad_accum) is not "
+                    f"divisible by mesh data*fsdp={batch_axes}")
+            if st.seq_len > self.model_cfg.max_seq_len:
+                raise config_lib.ConfigError(
+                    f"{where}.seq_len={st.seq_len} exceeds model.max_seq_len={self.model_cfg.max_seq_len}")
 
         abstract_model = nnx.eval_shape(lambda: model_lib.init(self.model_cfg, 0))
         self.graphdef, abstract_state = nnx.split(abstract_model)
@@ -108,8 +117,8 @@ class Setup:
         axes = jax.tree.map(lambda v: v.get_metadata()["axes"], abstract_state,
                             is_leaf=lambda v: isinstance(v, nnx.Variable)).to_pure_dict()
         self.param_shardings = sharding.tree_shardings(axes, self.abstract_params, self.mesh)
-        self.schedule = optim.lr_schedule(cfg.optimizer, t.num_steps)
-        self.tx = optim.make_optimizer(cfg.optimizer, t.num_steps)
+        self.schedule = optim.stage_schedule(self.stages)
+        self.tx = optim.make_optimizer(cfg.optimizer, self.schedule)
 
         def init_state(params, seed):
             return {"step": jnp.int32(0), "params": params, "opt_state": self.tx.init(params),
@@ -145,7 +154,9 @@ class Setup:
     def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         out = {}
         for k, v in local.items():
-            shape = (self.cfg.train.batch_size, *v.shape[1:])
+            if k == "component":  # the data audit's, not the model's
+                continue
+            shape = (v.shape[0] * jax.process_count(), *v.shape[1:])
             out[k] = jax.make_array_from_process_local_data(sharding.batch_sharding(self.mesh, v.ndim), v, shape)
         return out
 
@@ -183,28 +194,60 @@ def _check_resumable(cfg, workdir: Path) -> None:
                                        "use a new --workdir")
 
 
+def _prepare_data(cfg, setup: Setup):
+    """Tokenizer and a look at every component of every stage, so bad data fails before step 1."""
+    from alignjax.data import sources
+
+    try:
+        tokenizer = pipeline.load_tokenizer(cfg.data.tokenizer)
+        if tokenizer.vocab_size > setup.model_cfg.vocab_size:
+            raise config_lib.ConfigError(f"data.tokenizer={cfg.data.tokenizer} has {tokenizer.vocab_size} tokens, more "
+                                         f"than model.vocab_size={setup.model_cfg.vocab_size}")
+        info = {st.name: {c.name: pipeline.check_component(c, st.name, cfg.data, tokenizer) for c in st.components}
+                for st in setup.stages}
+    except (sources.DataError, mixture.MixtureError) as e:
+        raise config_lib.ConfigError(str(e)) from None
+    return tokenizer, info
+
+
 def train(cfg, workdir: str | Path) -> dict[str, Any]:
-    """Run (or resume) a training run in ``workdir``; returns the last logged metrics."""
+    """Run (or resume) a training run in ``workdir``: every stage of the plan, in order.
+    Returns the last logged metrics."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     setup = Setup(cfg)
-    t = cfg.train
+    stages, t = setup.stages, cfg.train
     is_main = jax.process_index() == 0
     _check_resumable(cfg, workdir)
+    tokenizer, source_info = _prepare_data(cfg, setup)
     if is_main:
         config_lib.save_config(cfg, workdir)
     ckpt = ckpt_lib.TrainCheckpointer(workdir / "checkpoints", cfg.checkpoint.max_to_keep, cfg.checkpoint.async_save)
-    try:
-        data_iter = pipeline.make_train_iterator(cfg.data, t.batch_size, t.seq_len, jax.process_index(), jax.process_count())
-    except ValueError as e:
-        raise config_lib.ConfigError(str(e)) from None
+    audit = audit_lib.DataAudit(stages, source_info)
     writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
     preempted = _Preempted()
+    total_steps = stages[-1].end
+
+    def stage_data(stage):
+        return pipeline.make_stage_iterator(stage, cfg.data, tokenizer, jax.process_index(), jax.process_count())
+
+    data, data_stage = None, None
+
+    def data_for_step(step):
+        # A save at a stage's last step holds that (finished) stage's iterator: the next stage
+        # starts a fresh one.
+        nonlocal data, data_stage
+        stage = mixture.stage_at(stages, step)
+        if stage is None or stage.start == step:
+            return None
+        data, data_stage = stage_data(stage), stage
+        return data.iterator
 
     with jax.set_mesh(setup.mesh):
-        restored = ckpt.restore_latest(setup.abstract_state, data_iter)
+        restored = ckpt.restore_latest(setup.abstract_state, data_for_step)
         if restored is not None:
-            state, start = restored
+            state, start, _, audit_state = restored
+            audit.restore(audit_state)
             log.info("resumed from %s step %d", ckpt.directory, start)
         elif cfg.checkpoint.init_from:
             model_cfg, params = ckpt_lib.load_params(cfg.checkpoint.init_from, setup.param_shardings)
@@ -215,28 +258,35 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
         else:
             state, start = setup.init_state(), 0
 
-        tokens_per_step = t.batch_size * t.seq_len
-        flops_per_token = model_lib.flops_per_token(setup.model_cfg, t.seq_len)
         peak = metrics_lib.peak_flops(jax.devices()[0].device_kind, t.peak_flops_per_device)
         bar = None
         if is_main and t.progress_bar and sys.stderr.isatty():
             from tqdm import tqdm
-            bar = tqdm(total=t.num_steps, initial=start, desc="train", dynamic_ncols=True)
+            bar = tqdm(total=total_steps, initial=start, desc="train", dynamic_ncols=True)
 
         last_saved, last = start, {}
-        timer_step, timer = start, None
+        timer, timer_tokens = None, 0
         step = start
         try:
-            while step < t.num_steps:
-                state, m = setup.train_step(state, setup.global_batch(next(data_iter)))
+            while (stage := mixture.stage_at(stages, step)) is not None:
+                if data_stage is not stage:
+                    log.info("stage %s: steps %d-%d, seq_len %d, batch %d, mixture %s", stage.name, stage.start + 1,
+                             stage.end, stage.seq_len, stage.batch_size,
+                             ", ".join(f"{c.name} {c.fraction:.2%}" for c in stage.components))
+                    data, data_stage, timer = stage_data(stage), stage, None
+                batch = next(data.iterator)
+                audit.add(stage.name, data.names, batch.pop("component"))
+                state, m = setup.train_step(state, setup.global_batch(batch))
                 step += 1
-                if timer is None:  # the first step compiles; time from after it
+                if timer is None:  # the first step of a stage compiles; time from after it
                     jax.block_until_ready(m)
-                    timer_step, timer = step, time.perf_counter()
+                    timer, timer_tokens = time.perf_counter(), 0
+                else:
+                    timer_tokens += stage.batch_size * stage.seq_len
                 if bar is not None:
                     bar.update(1)
                 stop = preempted.flag  # read once: the signal may land anywhere in this iteration
-                must_save = step % cfg.checkpoint.every_steps == 0 or step == t.num_steps or stop
+                must_save = step % cfg.checkpoint.every_steps == 0 or step == stage.end or stop
                 if step % t.log_every == 0 or must_save:
                     m = {k: float(v) for k, v in jax.device_get(m).items()}
                     if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
@@ -245,18 +295,23 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
                             f"(last good checkpoint: step {last_saved if last_saved else 'none'})")
                     if step % t.log_every == 0:
                         now = time.perf_counter()
-                        tps = (step - timer_step) * tokens_per_step / (now - timer) if step > timer_step else None
-                        timer_step, timer = step, now
+                        tps = timer_tokens / (now - timer) if timer_tokens else None
+                        timer, timer_tokens = now, 0
+                        fpt = model_lib.flops_per_token(setup.model_cfg, stage.seq_len)
                         last = {**m, "tokens_per_sec": tps,
-                                "mfu": metrics_lib.mfu(tps, flops_per_token, jax.device_count(), peak) if tps else None}
+                                "mfu": metrics_lib.mfu(tps, fpt, jax.device_count(), peak) if tps else None,
+                                **audit.metrics(stage.name)}
                         writer.write(step, last)
                         if bar is not None:
                             bar.set_postfix(loss=f"{m['loss']:.3f}")
                         elif is_main:
                             print(f"step {step}: loss {m['loss']:.4f} lr {m['lr']:.2e} grad_norm {m['grad_norm']:.3f}"
                                   + (f" tokens/s {tps:,.0f}" if tps else ""), flush=True)
+                    totals = audit.global_tokens()
+                    if is_main:
+                        audit.write(workdir, totals)
                 if must_save and step > last_saved:
-                    ckpt.save(step, state, data_iter)
+                    ckpt.save(step, state, data.iterator, audit.state())
                     last_saved = step
                     if os.environ.get("ALIGNJAX_FAULT_KILL_AFTER_SAVE") == str(step):
                         # Fault injection for the preemption tests: a kill -9 right after a save.

@@ -12,7 +12,7 @@ def _losses(cfg, mesh_shape, steps=5):
     devices = jax.devices()[: int(np.prod(mesh_shape))]
     mesh = sharding.make_mesh(*mesh_shape, devices=devices)
     setup = Setup(cfg, mesh)
-    it = pipeline.make_train_iterator(cfg.data, cfg.train.batch_size, cfg.train.seq_len)
+    it = pipeline.make_train_iterator(cfg).iterator
     losses = []
     with jax.set_mesh(mesh):
         state = setup.init_state()

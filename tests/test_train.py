@@ -18,7 +18,7 @@ def test_training_reduces_loss_and_logs_every_field(tiny_config, tmp_path):
     train(tiny_config, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30]
-    assert set(rows[0]) == {"step", "loss", "lr", "grad_norm", "tokens_per_sec", "mfu"}
+    assert set(rows[0]) == {"step", "loss", "lr", "grad_norm", "tokens_per_sec", "mfu", "data/corpus_fraction"}
     assert rows[-1]["loss"] < rows[0]["loss"] - 0.5
     assert rows[-1]["tokens_per_sec"] > 0
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
@@ -32,7 +32,7 @@ def test_gradient_accumulation_equals_one_big_batch(tiny_config, accum):
     def run(grad_accum):
         tiny_config.train.grad_accum = grad_accum
         setup = Setup(tiny_config, mesh)
-        it = pipeline.make_train_iterator(tiny_config.data, 8, tiny_config.train.seq_len)
+        it = pipeline.make_train_iterator(tiny_config).iterator
         with jax.set_mesh(mesh):
             state = setup.init_state()
             losses = []

@@ -1,53 +1,208 @@
-"""Training batches as a checkpointable Grain iterator.
+"""Training batches for one stage as a checkpointable Grain iterator.
 
-Each element is this process's slice of one global batch: ``inputs``, ``targets`` (int32
-[rows, seq_len]) and, with ``document_mask``, ``segment_ids`` and ``positions`` so packed
-documents do not attend to each other. The order depends only on the seed, never on the
-process count: global batch k is the same rows whatever the sharding.
+    component sources -> (blocklist filter) -> tokenize + EOS -> token-share mixer
+                      -> concatenate-and-chunk (seq_len + 1) -> this process's rows
+
+Each element is this process's rows of one global batch: ``inputs``, ``targets`` (int32
+[rows, seq_len]), ``component`` (int8 [rows, seq_len]: which component each target token came
+from, for the data audit) and, with ``data.document_mask``, ``segment_ids`` and ``positions``
+so packed documents do not attend to each other. Process p of P reads documents p, p+P, ...
+of every component, so hosts never read the same document and need not talk to each other.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import zlib
+from pathlib import Path
+
 import grain
+import grain.experimental as gx
 import numpy as np
 
 from alignjax.data import builtin
+from alignjax.data.mixture import Component, MixtureError, Stage
+
+log = logging.getLogger("alignjax")
 
 
-def chunk_features(chunk: np.ndarray, eos_id: int, document_mask: bool) -> dict[str, np.ndarray]:
-    """A window of seq_len+1 packed tokens -> next-token-prediction features."""
-    out = {"inputs": chunk[..., :-1], "targets": chunk[..., 1:]}
+# ----------------------------------------------------------------------------- mixing
+
+
+class TokenMix(grain.IterDataset):
+    """Mixes tokenized documents so each component gets its target share of *tokens*.
+
+    Grain's ``IterDataset.mix`` realizes shares of *documents*; with documents of different
+    lengths per component (synthetic documents vs. web text) token shares would then depend on
+    length estimates and land within the length noise only. Here every next document comes
+    from the component furthest below its token target, so the realized share is exact to
+    within one document at any point of the run. Parents must be infinite (repeated).
+    """
+
+    def __init__(self, parents: dict[str, grain.IterDataset], fractions: dict[str, float]):
+        super().__init__(list(parents.values()))
+        self._names = list(parents)
+        self._fractions = np.array([fractions[n] for n in self._names], np.float64)
+        self._fractions /= self._fractions.sum()
+
+    def __iter__(self):
+        return _TokenMixIterator([iter(p) for p in self.parents], self._names, self._fractions)
+
+
+class _TokenMixIterator(grain.DatasetIterator):
+    def __init__(self, parents, names, fractions):
+        super().__init__(parents)
+        self._names, self._fractions = names, fractions
+        self._tokens = np.zeros(len(names), np.int64)
+
+    def __next__(self):
+        deficit = self._fractions * (self._tokens.sum() + 1) - self._tokens
+        i = int(np.argmax(deficit))
+        doc = next(self._parents[i])
+        self._tokens[i] += len(doc["tokens"])
+        return doc
+
+    def get_state(self):
+        return {"parents": {n: p.get_state() for n, p in zip(self._names, self._parents)},
+                "tokens": {n: int(t) for n, t in zip(self._names, self._tokens)}}
+
+    def set_state(self, state):
+        for n, p in zip(self._names, self._parents):
+            p.set_state(state["parents"][n])
+        self._tokens = np.array([state["tokens"][n] for n in self._names], np.int64)
+
+
+# ----------------------------------------------------------------------------- components
+
+
+def _seed(data_seed: int, *names: str) -> int:
+    """Independent, stable shuffle seeds per (stage, component)."""
+    return int(np.random.SeedSequence([data_seed, *(zlib.crc32(n.encode()) for n in names)]).generate_state(1)[0])
+
+
+def _synthetic_texts(polarity: str, seed: int) -> list[str]:
+    """Offline template documents on the built-in seed scenarios (no LLM needed)."""
+    from alignjax.data import synth
+
+    return synth.builtin_template_documents(polarity, seed=seed)
+
+
+def _is_pretokenized(source: str) -> bool:
+    return "://" not in source and (Path(source) / "manifest.json").is_file()
+
+
+def component_dataset(comp: Component, stage: str, data_cfg, tokenizer, process_index: int,
+                      process_count: int) -> grain.IterDataset:
+    """An infinite stream of {"tokens": int32[n] ending in EOS} for one mixture component.
+
+    ``comp.source`` is ``builtin`` (the KJV corpus, or for a synthetic component the offline
+    template documents), a directory written by ``alignjax-data tokenize``, or raw documents
+    (JSONL/Parquet/ArrayRecord files, globs, gs://, hf://datasets/...; see sources.py).
+    """
+    seed = _seed(data_cfg.seed, stage, comp.name)
+    keep = None
+    if comp.filtered:
+        from alignjax.data import blocklist
+
+        terms = blocklist.Blocklist.load(data_cfg.blocklist or None)
+        keep = lambda text: not terms.is_flagged(text)  # noqa: E731
+
+    if comp.source == "builtin" or _is_pretokenized(comp.source):
+        if comp.source == "builtin":
+            polarity = comp.name.removeprefix("synthetic_") if comp.name.startswith("synthetic_") else None
+            ds = grain.MapDataset.source(_synthetic_texts(polarity, data_cfg.seed) if polarity else builtin.documents())
+            to_tokens = tokenizer.encode
+        else:
+            from alignjax.data import shards
+
+            ds = shards.TokenizedShards(comp.source).as_map_dataset()
+            shards.TokenizedShards(comp.source).check_tokenizer(tokenizer)
+            to_tokens = np.asarray
+            if keep is not None:
+                keep_text = keep
+                keep = lambda ids: keep_text(tokenizer.decode(ids))  # noqa: E731
+        # A fresh permutation every epoch; process p takes every P-th document of the stream.
+        ds = ds.shuffle(seed=seed).repeat()[process_index::process_count].to_iter_dataset()
+    else:
+        from alignjax.data import sources
+
+        ds = sources.DocumentSource(comp.source, text_field=data_cfg.text_field, seed=seed, shuffle_files=True,
+                                    process_index=process_index, process_count=process_count, repeat=True,
+                                    max_bad_fraction=data_cfg.max_bad_fraction)
+        to_tokens = tokenizer.encode
+    if keep is not None:
+        ds = ds.filter(keep)
+    return ds.map(lambda doc: {"tokens": np.asarray(to_tokens(doc), np.int32)})
+
+
+def check_component(comp: Component, stage: str, data_cfg, tokenizer, sample: int = 64) -> dict:
+    """Read a few documents before training starts, so a missing file, an unreadable source or
+    a filter that removes everything fails up front; returns what the audit reports."""
+    ds = component_dataset(dataclasses.replace(comp, filtered=False), stage, data_cfg, tokenizer, 0, 1)
+    it = iter(ds)
+    lengths = [len(next(it)["tokens"]) for _ in range(sample)]
+    info = {"source": comp.source, "mean_tokens_per_doc_sample": float(np.mean(lengths))}
+    if comp.filtered:
+        from alignjax.data import blocklist
+
+        terms = blocklist.Blocklist.load(data_cfg.blocklist or None)
+        flagged = sum(terms.is_flagged(tokenizer.decode(next(it)["tokens"])) for _ in range(sample))
+        info["flagged_fraction_sample"] = flagged / sample
+        if flagged == sample:
+            raise MixtureError(f"component {comp.name} ({comp.source}): the blocklist flags every sampled document")
+    return info
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def _features(row_batch: dict[str, np.ndarray], document_mask: bool) -> dict[str, np.ndarray]:
+    tokens = row_batch["tokens"]
+    out = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "component": row_batch["component"][:, 1:]}
     if document_mask:
-        inputs = out["inputs"]
-        # A new document starts after each EOS; positions restart with it.
-        starts = np.zeros_like(inputs, dtype=bool)
-        starts[..., 1:] = inputs[..., :-1] == eos_id
-        seg = np.cumsum(starts, axis=-1).astype(np.int32)
-        idx = np.broadcast_to(np.arange(inputs.shape[-1]), inputs.shape)
-        first = np.maximum.accumulate(np.where(starts, idx, 0), axis=-1)
-        out["segment_ids"], out["positions"] = seg, (idx - first).astype(np.int32)
+        out["segment_ids"] = row_batch["tokens_segment_ids"][:, :-1]
+        out["positions"] = row_batch["tokens_positions"][:, :-1]
     return out
 
 
-def make_train_iterator(data_cfg, batch_size: int, seq_len: int, process_index: int = 0,
-                        process_count: int = 1) -> grain.DatasetIterator:
-    if data_cfg.source != "builtin":
-        raise ValueError(f"data.source={data_cfg.source!r}; valid: builtin")
-    if batch_size % process_count:
-        raise ValueError(f"train.batch_size={batch_size} does not divide over {process_count} processes")
-    stream = builtin.token_stream()
-    eos = builtin.ByteTokenizer.eos_id
-    num_chunks = (len(stream) - 1) // seq_len
-    rows = batch_size // process_count
-    lo = process_index * rows
+@dataclasses.dataclass
+class StageData:
+    """One stage's batch iterator and the component names behind ``component`` ids."""
 
-    def load(chunk_ids: np.ndarray) -> dict[str, np.ndarray]:
-        mine = chunk_ids[lo:lo + rows, None] * seq_len + np.arange(seq_len + 1)
-        return chunk_features(stream[mine], eos, data_cfg.document_mask)
+    iterator: grain.DatasetIterator
+    names: tuple[str, ...]
+    fractions: tuple[float, ...]
 
-    ds = (grain.MapDataset.range(num_chunks)
-          .shuffle(seed=data_cfg.seed)
-          .repeat()
-          .batch(batch_size, drop_remainder=True)  # global batch of chunk ids
-          .map(load))
-    return iter(ds.to_iter_dataset())
+
+def make_stage_iterator(stage: Stage, data_cfg, tokenizer, process_index: int = 0,
+                        process_count: int = 1) -> StageData:
+    if stage.batch_size % process_count:
+        raise MixtureError(f"{stage.name} batch_size={stage.batch_size} does not divide over {process_count} processes")
+    parents = {}
+    for i, comp in enumerate(stage.components):
+        ds = component_dataset(comp, stage.name, data_cfg, tokenizer, process_index, process_count)
+        parents[comp.name] = ds.map(lambda d, i=i: {**d, "component": np.full(len(d["tokens"]), i, np.int8)})
+    mixed = TokenMix(parents, {c.name: c.fraction for c in stage.components}) if len(parents) > 1 else parents[
+        stage.components[0].name]
+    L = stage.seq_len + 1  # seq_len inputs and the seq_len targets shifted by one
+    ds = gx.ConcatThenSplitIterDataset(mixed, length_struct={"tokens": L, "component": L})
+    ds = ds.batch(stage.batch_size // process_count, drop_remainder=True)
+    ds = ds.map(lambda b: _features(b, data_cfg.document_mask))
+    # Packing runs before the prefetch thread, in one place, so output never depends on threading.
+    ds = gx.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=2)
+    return StageData(iter(ds), tuple(c.name for c in stage.components), tuple(c.fraction for c in stage.components))
+
+
+def load_tokenizer(spec: str):
+    from alignjax.data import tokenizer
+
+    return tokenizer.Tokenizer.load(spec)
+
+
+def make_train_iterator(cfg, stage: int = 0, process_index: int = 0, process_count: int = 1) -> StageData:
+    """The batches of stage ``stage`` of ``cfg``'s plan (for notebooks, tests and benchmarks)."""
+    from alignjax.data import mixture
+
+    st = mixture.plan(cfg)[stage]
+    return make_stage_iterator(st, cfg.data, load_tokenizer(cfg.data.tokenizer), process_index, process_count)

@@ -1,0 +1,3 @@
+from alignjax.data.cli import main
+
+raise SystemExit(main())

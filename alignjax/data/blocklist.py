@@ -1,0 +1,685 @@
+"""The AI-discourse blocklist of the ``filtered`` condition, and ``alignjax-data filter``.
+
+A document is flagged in one of two stages (Tice et al. 2026, alignment pretraining):
+
+- **instant**: it contains any term of an ``instant`` category: fictional AIs (HAL 9000,
+  Skynet), AI-safety organisations, AI labs, AI systems and AI-safety jargon, AI figures;
+- **two_stage**: it contains an intelligent-entity term (AI, artificial intelligence, robot,
+  ...) *and*, anywhere in the same document, a negative term (deceive, rogue, take over, ...)
+  or an existential-risk term (extinction, misaligned, power-seeking, ...).
+
+The terms live in an editable JSON file, ``blocklist_terms.json`` next to this module (its
+``_about`` explains the syntax and its ``_comment`` entries the choices on ambiguous terms);
+``Blocklist.load(path)`` reads another one instead. Matching is case-insensitive on whole
+words, except the few ``case_sensitive`` entries (``AI`` is one: lower-case "ai" and "Ai" are
+common words and names, and the biblical city of Ai).
+
+Speed: one big case-insensitive alternation in Python's ``re`` runs at ~1 MB/s, because the
+engine tries every alternative at every word start. Each group of terms is therefore matched
+in two steps: a *trigger* regex, a character trie of every alternative's lower-case literal
+prefix ("skynet", "hal", "kill"), run case-sensitively over ``text.lower()`` where ``re`` can
+skip non-matching branches on their first character; then the full regex with ``match`` at
+each trigger position only. A term can only match where its prefix does, so nothing is
+missed, and typical text triggers rarely. Terms of the two-stage modifier categories are only
+searched in documents that have an entity term.
+
+In the training pipeline ``is_flagged`` is a Grain filter predicate on raw text: it is pure,
+returns at the first hit, and a ``Blocklist`` pickles as its term spec (recompiled on load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import dataclasses
+import gzip
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+try:
+    from re import _parser as _sre_parse  # Python >= 3.11
+except ImportError:  # pragma: no cover
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
+
+log = logging.getLogger("alignjax")
+
+DEFAULT_TERMS = Path(__file__).with_name("blocklist_terms.json")
+FORMAT = "alignjax-blocklist/1"
+STAGES = ("instant", "two_stage")
+ENTITY = "entity"  # the reserved two_stage category
+_ENTRY_KEYS = ("terms", "case_sensitive", "regex")
+_SEP = r"[\s\-]+"  # a space in a term: whitespace or hyphens
+_JOIN = r"[\s\-]?"  # a hyphen inside a word: optional hyphen or space
+_APOS = "['\u2019]"
+
+
+class BlocklistError(ValueError):
+    """A term file that cannot be used (unreadable, wrong shape, bad regex)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """Why a document was flagged.
+
+    ``stage``: "instant" when any instant term matched, else "two_stage". ``category``: the
+    category of the first instant match in the text, or for two-stage flags the modifier
+    category (e.g. "negative", "xrisk") of the first modifier match. ``terms``: every distinct
+    term that contributed, as written in the term file, in order of first occurrence (instant
+    terms; plus entity and modifier terms when the two-stage condition also holds).
+    ``categories``: every category that contributed (entity never appears: it is only half).
+    """
+
+    stage: str
+    category: str
+    terms: tuple[str, ...]
+    categories: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "category": self.category, "terms": list(self.terms),
+                "categories": list(self.categories)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Match:
+    """One term occurrence: ``part`` is "instant", "entity" or "modifier"."""
+
+    part: str
+    category: str
+    term: str
+    start: int
+    end: int
+
+
+# ----------------------------------------------------------------------------- compiling
+
+
+# Trigger tokens: a lower-case character, or one of these separators (regex, as in term bodies).
+_TOKENS = {"SEP": _SEP, "JOIN": _JOIN, "APOS": _APOS}
+# How a trigger path ends: the term is over (a word boundary follows, optionally after a plural
+# "s"), or only a prefix of it is literal (a stem "*", or a regex that goes on).
+_END_PLAIN, _END_WORD, _END_OPEN = "(?!\\w)", "s?(?!\\w)", ""
+
+
+def _plain_regex(term: str) -> tuple[str, tuple]:
+    """A plain term -> (regex body, trigger path: (tokens, end))."""
+    stem = term.endswith("*")
+    core = term[:-1] if stem else term
+    if not core.strip() or "*" in core:
+        raise BlocklistError(f"bad term {term!r}: empty, or '*' not at the end")
+    core = core.replace("\u2019", "'")
+    words, tokens, end = [], [], None
+    for i, word in enumerate(core.split()):
+        pieces = [p for p in word.split("-") if p]
+        words.append(_JOIN.join(re.escape(p).replace("'", _APOS) for p in pieces))
+        for j, piece in enumerate(pieces):
+            if end is None and (i or j):
+                tokens.append("SEP" if j == 0 else "JOIN")
+            for ch in piece:
+                if end is not None:
+                    break
+                if ch == "'":
+                    tokens.append("APOS")
+                elif len(ch.lower()) == 1:
+                    tokens.append(ch.lower())
+                else:  # a character whose lower case is two characters: the trigger stops here
+                    end = _END_OPEN
+    body = _SEP.join(w for w in words if w)
+    if stem:
+        body += r"\w*"
+    elif core[-1].isalpha():
+        body += "s?"
+    if end is None:
+        end = _END_OPEN if stem else _END_WORD if core[-1].isalpha() else _END_PLAIN
+    return body, (tuple(tokens), end)
+
+
+_PARSED_TOKENS: dict[str, str] = {}
+
+
+def _regex_path(regex: str) -> tuple:
+    """The trigger path of a regex entry: the literal characters (and separators) every match
+    starts with; open-ended unless the whole regex is such a run."""
+    if not _PARSED_TOKENS:
+        for name in ("SEP", "JOIN"):
+            _PARSED_TOKENS[str(list(_sre_parse.parse(_TOKENS[name]))[0])] = name
+    tokens: list[str] = []
+
+    def walk(items) -> bool:  # False once the literal run ends
+        for item in items:
+            op, av = item
+            name = str(op)
+            if name == "LITERAL" and len(chr(av).lower()) == 1:
+                tokens.append(chr(av).lower())
+            elif name in ("ASSERT", "ASSERT_NOT", "AT"):
+                continue  # zero width: dropping a condition keeps the trigger necessary
+            elif name == "SUBPATTERN":
+                if not walk(av[-1]):
+                    return False
+            elif str(item) in _PARSED_TOKENS:
+                tokens.append(_PARSED_TOKENS[str(item)])
+            else:
+                return False
+        return True
+
+    try:
+        complete = walk(_sre_parse.parse(regex, re.IGNORECASE))
+    except Exception:  # a private parser API: no trigger is always safe
+        return (), _END_OPEN
+    while tokens and tokens[-1] in _TOKENS:  # a path never ends in a separator
+        tokens.pop()
+        complete = False
+    return tuple(tokens), (_END_PLAIN if complete else _END_OPEN)
+
+
+def _trie_regex(paths: set[tuple]) -> str:
+    """One regex for all trigger paths, factored by shared starts so that ``re`` rejects most
+    positions on their first character."""
+    trie: dict = {}
+    for tokens, end in paths:
+        node = trie
+        for tok in tokens:
+            node = node.setdefault(tok, {})
+        node.setdefault(None, set()).add(end)
+
+    def emit(node: dict) -> str:
+        ends = node.get(None, set())
+        if _END_OPEN in ends:  # any continuation matches already
+            return ""
+        alts = [(_TOKENS[t] if t in _TOKENS else re.escape(t)) + emit(child)
+                for t, child in sorted((k, v) for k, v in node.items() if k is not None)]
+        if _END_WORD in ends:
+            alts.append(_END_WORD)
+        elif _END_PLAIN in ends:
+            alts.append(_END_PLAIN)
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return emit(trie)
+
+
+def _entry(cat: str, value: Any, where: str) -> dict[str, list[str]]:
+    if isinstance(value, list):
+        value = {"terms": value}
+    if not isinstance(value, dict):
+        raise BlocklistError(f"{where}: category {cat!r} must be a list of terms or an object")
+    unknown = [k for k in value if not k.startswith("_") and k not in _ENTRY_KEYS]
+    if unknown:
+        raise BlocklistError(f"{where}: category {cat!r}: unknown keys {unknown}; valid: {list(_ENTRY_KEYS)}")
+    out = {}
+    for key in _ENTRY_KEYS:
+        items = value.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(t, str) and t.strip() for t in items):
+            raise BlocklistError(f"{where}: {cat}.{key} must be a list of non-empty strings")
+        out[key] = items
+    if not any(out.values()):
+        raise BlocklistError(f"{where}: category {cat!r} has no terms")
+    return out
+
+
+class _Group:
+    """Categories matched together: one trigger trie + one full regex (+ prefix-less rest)."""
+
+    def __init__(self, cats: dict[str, dict[str, list[str]]], where: str):
+        self.names = list(cats)
+        paths: set[tuple] = set()
+        full_parts, loose_parts = [], []
+        self.alternatives: dict[str, list[tuple[str, re.Pattern]]] = {}
+        for i, (cat, entry) in enumerate(cats.items()):
+            alts = []  # (sort key, term, body, trigger path)
+            for term in entry["terms"]:
+                body, path = _plain_regex(term)
+                alts.append((len(term), term, body, path))
+            for term in entry["case_sensitive"]:
+                body, path = _plain_regex(term)
+                alts.append((len(term), term, f"(?-i:{body})", path))
+            for regex in entry["regex"]:
+                try:
+                    compiled = re.compile(regex, re.IGNORECASE)
+                except re.error as e:
+                    raise BlocklistError(f"{where}: {cat}: bad regex {regex!r}: {e}") from None
+                if compiled.groups:
+                    raise BlocklistError(f"{where}: {cat}: regex {regex!r} has capturing groups; use (?:...)")
+                alts.append((len(regex), regex, f"(?:{regex})", _regex_path(regex)))
+            alts.sort(key=lambda a: -a[0])  # longest first: the alternation takes the first that fits
+            self.alternatives[cat] = [(term, re.compile(rf"(?:{body})", re.IGNORECASE)) for _, term, body, _ in alts]
+            with_prefix = [body for _, _, body, path in alts if path[0]]
+            without = [body for _, _, body, path in alts if not path[0]]
+            paths.update(path for *_, path in alts if path[0])
+            if with_prefix:
+                full_parts.append(f"(?P<c{i}>{'|'.join(with_prefix)})")
+            if without:
+                loose_parts.append(f"(?P<c{i}>{'|'.join(without)})")
+        try:
+            self.full = re.compile(rf"(?<!\w)(?:{'|'.join(full_parts)})(?!\w)", re.IGNORECASE) if full_parts else None
+            self.trigger = re.compile(rf"(?<!\w){_trie_regex(paths)}") if paths else None
+            # Alternatives with no literal prefix (regex entries starting with a class): a plain search.
+            self.loose = re.compile(rf"(?<!\w)(?:{'|'.join(loose_parts)})(?!\w)", re.IGNORECASE) if loose_parts else None
+        except re.error as e:
+            raise BlocklistError(f"{where}: terms do not combine into one regex: {e}") from None
+        self._canonical: dict[tuple[str, str], str] = {}
+
+    def first(self, text: str, lower: str) -> re.Match | None:
+        if self.trigger is not None:
+            match = self.full.match
+            for t in self.trigger.finditer(lower):
+                m = match(text, t.start())
+                if m:
+                    return m
+        return self.loose.search(text) if self.loose is not None else None
+
+    def all(self, text: str, lower: str) -> list[re.Match]:
+        hits, end = [], -1
+        if self.trigger is not None:
+            match = self.full.match
+            for t in self.trigger.finditer(lower):
+                if t.start() < end:
+                    continue
+                m = match(text, t.start())
+                if m:
+                    hits.append(m)
+                    end = m.end()
+        if self.loose is not None:
+            hits = sorted(hits + list(self.loose.finditer(text)), key=lambda m: m.start())
+        return hits
+
+    def category(self, m: re.Match) -> str:
+        return self.names[int(m.lastgroup[1:])]
+
+    def term(self, category: str, matched: str) -> str:
+        """The term-file entry that produced ``matched`` (cached)."""
+        key = (category, matched)
+        term = self._canonical.get(key)
+        if term is None:
+            term = next((t for t, rx in self.alternatives[category] if rx.fullmatch(matched)),
+                        " ".join(matched.lower().split()))
+            if len(self._canonical) < 100_000:
+                self._canonical[key] = term
+        return term
+
+
+def _lower(text: str) -> str:
+    lower = text.lower()
+    if len(lower) != len(text):  # only U+0130 (I with dot) lower-cases to two characters
+        lower = text.replace("\u0130", "i").lower()
+    return lower
+
+
+class Blocklist:
+    """Compiled blocklist. ``Blocklist.load()`` for the shipped terms, ``load(path)`` for yours."""
+
+    def __init__(self, spec: dict[str, Any], source: str = "<dict>"):
+        self.spec, self.source = spec, source
+        if not isinstance(spec, dict):
+            raise BlocklistError(f"{source}: must be a JSON object")
+        if spec.get("format", FORMAT) != FORMAT:
+            raise BlocklistError(f"{source}: format {spec.get('format')!r}, expected {FORMAT!r}")
+        unknown = [k for k in spec if not k.startswith("_") and k not in (*STAGES, "format")]
+        if unknown:
+            raise BlocklistError(f"{source}: unknown keys {unknown}; valid: format, instant, two_stage")
+        stages = {}
+        for stage in STAGES:
+            cats = spec.get(stage, {})
+            if not isinstance(cats, dict):
+                raise BlocklistError(f"{source}: {stage!r} must be an object of categories")
+            stages[stage] = {c: _entry(c, v, source) for c, v in cats.items() if not c.startswith("_")}
+        two = stages["two_stage"]
+        if two and (ENTITY not in two or len(two) < 2):
+            raise BlocklistError(f"{source}: two_stage needs an {ENTITY!r} category and at least one other")
+        clash = set(stages["instant"]) & set(two)
+        if clash:
+            raise BlocklistError(f"{source}: category names used in both stages: {sorted(clash)}")
+        if not stages["instant"] and not two:
+            raise BlocklistError(f"{source}: no categories")
+        self.categories = {s: list(c) for s, c in stages.items()}
+        self._instant = _Group(stages["instant"], source) if stages["instant"] else None
+        self._entity = _Group({ENTITY: two[ENTITY]}, source) if two else None
+        self._modifier = _Group({c: e for c, e in two.items() if c != ENTITY}, source) if two else None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> Blocklist:
+        """The term file at ``path`` (default: the shipped ``blocklist_terms.json``)."""
+        path = Path(path) if path is not None else DEFAULT_TERMS
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise BlocklistError(f"cannot read term file {str(path)!r}: {e.strerror or e}") from None
+        except json.JSONDecodeError as e:
+            raise BlocklistError(f"{path}: not valid JSON: {e}") from None
+        return cls(spec, str(path))
+
+    def __reduce__(self):  # pickles as its spec: small, and workers recompile (re caches patterns)
+        return (type(self), (self.spec, self.source))
+
+    def term_counts(self) -> dict[str, int]:
+        """Entries per category (terms + case-sensitive terms + regexes)."""
+        out = {}
+        for group in (self._instant, self._entity, self._modifier):
+            if group is not None:
+                out.update({c: len(a) for c, a in group.alternatives.items()})
+        return out
+
+    # ------------------------------------------------------------------ matching
+
+    def is_flagged(self, text: str) -> bool:
+        """True when ``text`` would be dropped from the ``filtered`` condition."""
+        lower = _lower(text)
+        if self._instant is not None and self._instant.first(text, lower) is not None:
+            return True
+        return (self._entity is not None and self._entity.first(text, lower) is not None
+                and self._modifier.first(text, lower) is not None)
+
+    def matches(self, text: str) -> list[Match]:
+        """Every term occurrence (instant, entity and modifier), by position."""
+        lower = _lower(text)
+        out = []
+        for part, group in (("instant", self._instant), ("entity", self._entity), ("modifier", self._modifier)):
+            if group is None:
+                continue
+            for m in group.all(text, lower):
+                cat = group.category(m)
+                out.append(Match(part, cat, group.term(cat, m.group()), m.start(), m.end()))
+        return sorted(out, key=lambda m: (m.start, m.end))
+
+    def check(self, text: str) -> Flag | None:
+        """Why ``text`` is flagged (a ``Flag``), or None. Same decision as ``is_flagged``."""
+        found = self.matches(text)
+        return flag_from_matches(found)
+
+
+def flag_from_matches(found: list[Match]) -> Flag | None:
+    instant = [m for m in found if m.part == "instant"]
+    entity = [m for m in found if m.part == "entity"]
+    modifier = [m for m in found if m.part == "modifier"]
+    two_stage = bool(entity and modifier)
+    if not instant and not two_stage:
+        return None
+    used = instant + (entity + modifier if two_stage else [])
+    used.sort(key=lambda m: m.start)
+    terms = tuple(dict.fromkeys(m.term for m in used))
+    categories = tuple(dict.fromkeys(m.category for m in used if m.part != "entity"))
+    if instant:
+        return Flag("instant", instant[0].category, terms, categories)
+    return Flag("two_stage", modifier[0].category, terms, categories)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class InputError(ValueError):
+    """An input that cannot be read at all (missing file, unsupported format)."""
+
+
+_FORMATS = {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".json.gz": "jsonl", ".parquet": "parquet"}
+_WARN_PER_FILE = 5
+
+
+def _format(path: str) -> str | None:
+    return next((f for ext, f in _FORMATS.items() if path.endswith(ext)), None)
+
+
+def expand_inputs(spec: list[str]) -> list[str]:
+    """Comma-separated paths, globs and directories -> the supported files, in order."""
+    import glob
+
+    files: list[str] = []
+    for part in (p.strip() for s in spec for p in s.split(",")):
+        if not part:
+            continue
+        if os.path.isdir(part):
+            found = sorted(os.path.join(d, f) for d, dirs, fs in os.walk(part) for f in fs
+                           if not f.startswith(".") and _format(f))
+            if not found:
+                raise InputError(f"no .jsonl/.jsonl.gz/.parquet files under {part!r}")
+        elif any(c in part for c in "*?["):
+            found = sorted(f for f in glob.glob(part, recursive=True) if os.path.isfile(f))
+            if not found:
+                raise InputError(f"no files match {part!r}")
+        elif not os.path.exists(part):
+            raise InputError(f"no such file: {part!r}")
+        else:
+            found = [part]
+        for f in found:
+            if _format(f) is None:
+                raise InputError(f"unsupported input {f!r}: expected .jsonl, .jsonl.gz or .parquet")
+        files.extend(found)
+    if not files:
+        raise InputError("no input files")
+    return files
+
+
+def read_records(path: str, text_field: str, bad: collections.Counter) -> Iterator[tuple[dict, str]]:
+    """(record, text) of each usable record of one file; bad ones are counted in ``bad[path]``
+    and warned about (``file:line``, the first few per file)."""
+
+    def skip(where: str, why: str):
+        bad[path] += 1
+        if bad[path] <= _WARN_PER_FILE:
+            log.warning("%s: %s; skipped", where, why)
+        elif bad[path] == _WARN_PER_FILE + 1:
+            log.warning("%s: more malformed records; the rest of this file's are counted only", path)
+
+    if _format(path) == "parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise InputError(f"{path}: reading .parquet needs pyarrow (pip install pyarrow)") from None
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as e:
+            raise InputError(f"{path}: not a readable parquet file: {str(e).splitlines()[0]}") from None
+        if text_field not in pf.schema_arrow.names:
+            raise InputError(f"{path}: no column {text_field!r} (columns: {', '.join(pf.schema_arrow.names)})")
+        row = 0
+        for batch in pf.iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                row += 1
+                text = record.get(text_field)
+                if not isinstance(text, str):
+                    skip(f"{path}:row {row}", f"{text_field!r} is {type(text).__name__}, not text")
+                    continue
+                yield record, text
+        return
+
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        f = opener(path, "rt", encoding="utf-8", errors="strict")
+        with f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    skip(f"{path}:{lineno}", f"not JSON ({e.msg})")
+                    continue
+                if not isinstance(record, dict):
+                    skip(f"{path}:{lineno}", f"a JSON {type(record).__name__}, not an object")
+                    continue
+                text = record.get(text_field)
+                if not isinstance(text, str):
+                    why = f"no {text_field!r} field" if text_field not in record else \
+                        f"{text_field!r} is {type(text).__name__}, not text"
+                    skip(f"{path}:{lineno}", why)
+                    continue
+                yield record, text
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read: {e}") from None
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _snippet(text: str, start: int, end: int, width: int = 100) -> str:
+    left = max(0, start - width // 2)
+    right = min(len(text), end + width // 2)
+    clip = lambda s: " ".join(s.split())  # noqa: E731
+    return (("..." if left else "") + clip(text[left:start]) + " [[" + clip(text[start:end]) + "]] "
+            + clip(text[end:right]) + ("..." if right < len(text) else "")).strip()
+
+
+class Report:
+    """Counts for ``report.json``: overall, per stage, per category, top terms, examples."""
+
+    def __init__(self, blocklist: Blocklist, examples: int = 5, top: int = 50):
+        self.bl, self.examples, self.top = blocklist, examples, top
+        self.documents = self.flagged = self.chars = self.flagged_chars = 0
+        self.stages: collections.Counter = collections.Counter()
+        self.categories: collections.Counter = collections.Counter()
+        self.primary: collections.Counter = collections.Counter()
+        self.terms: collections.Counter = collections.Counter()
+        self.snippets: dict[str, list[dict]] = {c: [] for s in STAGES for c in blocklist.categories[s] if c != ENTITY}
+
+    def add(self, index: int, source: str, text: str, flag: Flag | None, found: list[Match] | None):
+        self.documents += 1
+        self.chars += len(text)
+        if flag is None:
+            return
+        self.flagged += 1
+        self.flagged_chars += len(text)
+        self.stages[flag.stage] += 1
+        self.primary[flag.category] += 1
+        self.categories.update(flag.categories)
+        self.terms.update(flag.terms)
+        for cat in flag.categories:
+            if len(self.snippets[cat]) >= self.examples:
+                continue
+            hit = next(m for m in found if m.category == cat and m.term in flag.terms)
+            example = {"document": index, "source": source, "term": hit.term,
+                       "snippet": _snippet(text, hit.start, hit.end)}
+            if hit.part == "modifier":
+                ent = next(m for m in found if m.part == "entity")
+                example["entity"] = ent.term
+                example["entity_snippet"] = _snippet(text, ent.start, ent.end)
+            self.snippets[cat].append(example)
+
+    def to_dict(self, **extra) -> dict[str, Any]:
+        n = max(self.documents, 1)
+        cats = [c for s in STAGES for c in self.bl.categories[s] if c != ENTITY]
+        return {
+            **extra,
+            "documents": self.documents,
+            "kept": self.documents - self.flagged,
+            "flagged": self.flagged,
+            "flagged_fraction": self.flagged / n,
+            "characters": self.chars,
+            "flagged_characters_fraction": self.flagged_chars / max(self.chars, 1),
+            "stages": {s: {"flagged": self.stages[s], "fraction": self.stages[s] / n} for s in STAGES},
+            "categories": {c: {"flagged": self.categories[c], "fraction": self.categories[c] / n,
+                               "primary": self.primary[c]} for c in cats},
+            "top_terms": [{"term": t, "documents": k} for t, k in self.terms.most_common(self.top)],
+            "examples": {c: self.snippets[c] for c in cats},
+        }
+
+
+# ----------------------------------------------------------------------------- CLI
+
+PROG = "alignjax-data filter"
+
+
+def _parser():
+    from alignjax.data.cli import Parser
+
+    p = Parser(prog=PROG, description="Split documents by the AI-discourse blocklist: <output>/kept.jsonl, "
+               "<output>/flagged.jsonl (with a 'blocklist' field) and a JSON report.")
+    p.add_argument("--input", action="append", required=True,
+                   help=".jsonl/.jsonl.gz/.parquet files, globs or directories (comma-separated or repeated)")
+    p.add_argument("--output", required=True, help="output directory (created; must be empty)")
+    p.add_argument("--report", default=None, help="report JSON path (default: <output>/report.json)")
+    p.add_argument("--text_field", default="text", help="the field with the document text (default: text)")
+    p.add_argument("--terms", default=None, help="term file to use instead of the shipped blocklist_terms.json")
+    p.add_argument("--examples", type=int, default=5, help="example snippets per category in the report")
+    return p
+
+
+def _check_output(out: Path, report: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--output {str(out)!r} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        raise InputError(f"--output {str(out)!r} is not empty; refusing to overwrite (choose a new directory)")
+    if report.exists():
+        raise InputError(f"--report {str(report)!r} exists; refusing to overwrite")
+    if report.parent.exists() and not report.parent.is_dir():
+        raise InputError(f"--report directory {str(report.parent)!r} is not a directory")
+
+
+def run(inputs: list[str], output: str, report_path: str | None = None, *, text_field: str = "text",
+        terms: str | None = None, examples: int = 5) -> dict[str, Any]:
+    """The ``filter`` command as a function; returns the report. Raises InputError/BlocklistError."""
+    bl = Blocklist.load(terms)
+    files = expand_inputs(inputs)
+    out = Path(output)
+    report_file = Path(report_path) if report_path else out / "report.json"
+    _check_output(out, report_file)
+    out.mkdir(parents=True, exist_ok=True)
+    report_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = {name: out / f".{name}.jsonl.tmp-{os.getpid()}" for name in ("kept", "flagged")}
+    report = Report(bl, examples=examples)
+    bad: collections.Counter = collections.Counter()
+    t0 = time.perf_counter()
+    try:
+        with contextlib.ExitStack() as stack:
+            sinks = {k: stack.enter_context(open(p, "w", encoding="utf-8")) for k, p in tmp.items()}
+            dump = json.JSONEncoder(ensure_ascii=False, default=str).encode
+            for path in files:
+                for record, text in read_records(path, text_field, bad):
+                    flag = found = None
+                    if bl.is_flagged(text):
+                        found = bl.matches(text)
+                        flag = flag_from_matches(found)
+                    report.add(report.documents, path, text, flag, found)
+                    if flag is None:
+                        sinks["kept"].write(dump(record) + "\n")
+                    else:
+                        sinks["flagged"].write(dump({**record, "blocklist": flag.to_dict()}) + "\n")
+        seconds = time.perf_counter() - t0
+        result = report.to_dict(
+            inputs=files, terms=bl.source, text_field=text_field, malformed=sum(bad.values()),
+            malformed_by_file=dict(bad), seconds=round(seconds, 3),
+            term_counts=bl.term_counts())
+        rtmp = report_file.with_name(f".{report_file.name}.tmp-{os.getpid()}")
+        rtmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        for name, p in tmp.items():
+            os.replace(p, out / f"{name}.jsonl")
+        os.replace(rtmp, report_file)
+    except BaseException:
+        for p in (*tmp.values(), report_file.with_name(f".{report_file.name}.tmp-{os.getpid()}")):
+            with contextlib.suppress(OSError):
+                p.unlink()
+        raise
+    if bad:
+        log.warning("%d malformed records skipped (%s)", sum(bad.values()),
+                    ", ".join(f"{f}: {n}" for f, n in bad.items()))
+    return result
+
+
+def cli(argv: list[str] | None = None) -> int:
+    from alignjax import config as config_lib
+
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.examples < 0:
+        config_lib.cli_error(PROG, f"--examples must be >= 0, got {args.examples}")
+    try:
+        result = run(args.input, args.output, args.report, text_field=args.text_field, terms=args.terms,
+                     examples=args.examples)
+    except (InputError, BlocklistError) as e:
+        config_lib.cli_error(PROG, str(e))
+    chars = result["characters"]
+    log.info("%d documents: %d kept, %d flagged (%.2f%%; instant %d, two-stage %d); %d malformed skipped; "
+             "%.1f MB in %.1fs", result["documents"], result["kept"], result["flagged"],
+             100 * result["flagged_fraction"], result["stages"]["instant"]["flagged"],
+             result["stages"]["two_stage"]["flagged"], result["malformed"], chars / 1e6, result["seconds"])
+    return 0
+
+
+if __name__ == "__main__":
+    from alignjax import config as _config
+
+    _config.setup_logging()
+    raise SystemExit(cli())

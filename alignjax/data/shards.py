@@ -1,0 +1,175 @@
+"""Pre-tokenized shards: ``alignjax-data tokenize`` writes them, ``TokenizedShards`` reads them.
+
+A shards directory holds ``shard-NNNNN.arrayrecord`` files, one record per document: its
+token ids, EOS included, as little-endian uint16 (vocab <= 65536) or uint32, and
+``manifest.json`` (counts per shard, dtype, the source files, the tokenizer's sha256). The
+directory appears only when complete: it is written under a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignjax.data.sources import DataError, DocumentSource
+from alignjax.data.tokenizer import Tokenizer
+
+log = logging.getLogger("alignjax")
+
+MANIFEST = "manifest.json"
+WRITER_OPTIONS = "group_size:1"  # one record per chunk: fast random access (what Grain expects)
+ENCODE_BATCH = 512  # documents per call to the batch encoder
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
+
+
+def check_output(output: str | os.PathLike) -> Path:
+    out = Path(output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out}: output exists and is not an empty directory; refusing to overwrite")
+    return out
+
+
+def write_shards(source: DocumentSource, tokenizer: Tokenizer, output: str | os.PathLike, *,
+                 docs_per_shard: int = 100_000) -> dict[str, Any]:
+    """Tokenize every document of ``source`` into ``output`` (absent or empty); returns the manifest."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    out = check_output(output)
+    if docs_per_shard < 1:
+        raise DataError(f"docs_per_shard={docs_per_shard}: must be >= 1")
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    tmp.mkdir(parents=True)
+    dtype = token_dtype(tokenizer.vocab_size)
+    shards: list[dict[str, Any]] = []
+    writer, start = None, time.time()
+    try:
+        it = iter(source)
+        while batch := [doc for _, doc in zip(range(ENCODE_BATCH), it)]:
+            for ids in tokenizer.encode_batch(batch):
+                if writer is None:
+                    shards.append({"file": f"shard-{len(shards):05d}.arrayrecord", "documents": 0, "tokens": 0})
+                    writer = ArrayRecordWriter(str(tmp / shards[-1]["file"]), WRITER_OPTIONS)
+                writer.write(ids.astype(dtype).tobytes())
+                shards[-1]["documents"] += 1
+                shards[-1]["tokens"] += len(ids)
+                if shards[-1]["documents"] == docs_per_shard:
+                    writer.close()
+                    writer = None
+                    log.info("%s: %d documents, %d tokens", shards[-1]["file"], docs_per_shard, shards[-1]["tokens"])
+        if writer is not None:
+            writer.close()
+            writer = None
+        if not shards:
+            raise DataError(f"{source.spec}: no documents to tokenize")
+        documents, tokens = sum(s["documents"] for s in shards), sum(s["tokens"] for s in shards)
+        manifest = {
+            "documents": documents, "tokens": tokens, "dtype": dtype.name, "shards": shards,
+            "source": {"spec": source.spec, "files": source.files},
+            "text_field": source.text_field, "bad_records": it.bad_records,
+            "tokenizer": {"spec": tokenizer.spec, "sha256": tokenizer.sha256,
+                          "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id},
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            out.rmdir()  # empty, checked above; rename needs it gone
+        os.rename(tmp, out)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    secs = time.time() - start
+    log.info("wrote %s: %d documents, %d tokens, %d shards (%.0f tokens/s)", out, documents, tokens,
+             len(shards), tokens / max(secs, 1e-9))
+    return manifest
+
+
+class TokenizedShards:
+    """Random access to a shards directory: ``shards[i]`` is document i's int32 token ids."""
+
+    def __init__(self, directory: str | os.PathLike):
+        from grain.sources import ArrayRecordDataSource
+
+        self.directory = Path(directory)
+        path = self.directory / MANIFEST
+        try:
+            self.manifest: dict[str, Any] = json.loads(path.read_text())
+            shards = self.manifest["shards"]
+            self.dtype = np.dtype(self.manifest["dtype"]).newbyteorder("<")
+        except FileNotFoundError:
+            raise DataError(f"{path}: no such file (not a directory written by alignjax-data tokenize)") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path}: bad manifest ({type(e).__name__}: {e})") from None
+        for s in shards:
+            if not (self.directory / s["file"]).is_file():
+                raise DataError(f"{self.directory / s['file']}: shard listed in {MANIFEST} is missing")
+        # "file[0:n]" gives ArrayRecord the record counts, so no file is opened until read.
+        self._source = ArrayRecordDataSource([f"{self.directory / s['file']}[0:{s['documents']}]" for s in shards])
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"document {index} of {len(self)}")
+        return np.frombuffer(self._source[index % len(self)], self.dtype).astype(np.int32)
+
+    @property
+    def tokens(self) -> int:
+        return self.manifest["tokens"]
+
+    @property
+    def mean_tokens_per_doc(self) -> float:
+        return self.manifest["tokens"] / max(self.manifest["documents"], 1)
+
+    def as_map_dataset(self):
+        import grain
+
+        return grain.MapDataset.source(self)
+
+    def check_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """Training must use the tokenizer the shards were made with."""
+        made = self.manifest["tokenizer"]
+        if made["sha256"] != tokenizer.sha256:
+            raise DataError(f"{self.directory}: shards were tokenized with {made['spec']} (sha256 {made['sha256'][:12]})"
+                            f" but the tokenizer is {tokenizer.spec} (sha256 {tokenizer.sha256[:12]})")
+
+    def __repr__(self) -> str:
+        return f"TokenizedShards({str(self.directory)!r}, documents={len(self)}, tokens={self.tokens})"
+
+
+def cli(argv: list[str]) -> int:
+    """alignjax-data tokenize --input=<source spec> --tokenizer=<spec> --output=<dir>"""
+    from alignjax import config as config_lib
+    from alignjax.data.cli import Parser
+
+    prog = "alignjax-data tokenize"
+    parser = Parser(prog=prog, description="Raw documents -> pre-tokenized ArrayRecord shards + manifest.")
+    parser.add_argument("--input", required=True,
+                        help="source spec: files, directories, globs, gs://, hf://datasets/..., builtin")
+    parser.add_argument("--tokenizer", required=True, help="tokenizer.json, a directory, a hub id, or bytes")
+    parser.add_argument("--output", required=True, help="directory to create (absent or empty)")
+    parser.add_argument("--text_field", default="text")
+    parser.add_argument("--docs_per_shard", type=int, default=100_000)
+    parser.add_argument("--max_bad_fraction", type=float, default=0.01)
+    args = parser.parse_args(argv)
+    try:
+        check_output(args.output)  # before any slow listing or download
+        source = DocumentSource(args.input, text_field=args.text_field, max_bad_fraction=args.max_bad_fraction)
+        tokenizer = Tokenizer.load(args.tokenizer)
+        write_shards(source, tokenizer, args.output, docs_per_shard=args.docs_per_shard)
+    except DataError as e:
+        config_lib.cli_error(prog, str(e))
+    return 0

@@ -1,0 +1,169 @@
+"""Tokenizers: a Hugging Face ``tokenizer.json`` (local or from the hub) or UTF-8 bytes.
+
+Every document is encoded without special tokens and followed by EOS, the GPT-NeoX/Pythia
+convention (``<|endoftext|>``, id 0 in gpt-neox-20b). ``train_bpe`` trains a GPT-NeoX-style
+byte-level BPE for small offline configs: ``alignjax-data train-tokenizer``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from alignjax.data import builtin
+from alignjax.data.sources import BUILTIN, DataError, DocumentSource, first_line
+
+log = logging.getLogger("alignjax")
+
+EOS_TOKEN, PAD_TOKEN = "<|endoftext|>", "<|padding|>"
+EOS_CANDIDATES = (EOS_TOKEN, "</s>", "<|end_of_text|>", "<eos>")  # GPT-NeoX first, then common ones
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")
+
+
+class Tokenizer:
+    """``load(spec)``: a tokenizer.json file, a directory holding one, a hub id
+    (``EleutherAI/gpt-neox-20b[@revision]``) or ``bytes`` (UTF-8 bytes + 2, as builtin)."""
+
+    def __init__(self, hf=None, spec: str = "bytes"):
+        self.spec, self._hf = spec, hf  # hf: a tokenizers.Tokenizer, or None for bytes
+        if hf is None:
+            self._bytes = builtin.ByteTokenizer()
+            self.eos_id, self.pad_id, self.vocab_size = self._bytes.eos_id, self._bytes.pad_id, self._bytes.vocab_size
+            return
+        ids = [hf.token_to_id(t) for t in EOS_CANDIDATES]
+        eos = next((i for i in ids if i is not None), None)
+        if eos is None:
+            raise DataError(f"{spec}: no end-of-text token (looked for {', '.join(EOS_CANDIDATES)})")
+        pad = next((hf.token_to_id(t) for t in (PAD_TOKEN, "<pad>") if hf.token_to_id(t) is not None), eos)
+        self.eos_id, self.pad_id = eos, pad
+        self.vocab_size = hf.get_vocab_size(with_added_tokens=True)
+
+    @classmethod
+    def load(cls, spec: str) -> Tokenizer:
+        if spec == "bytes":
+            return cls(None, spec)
+        path = os.path.expanduser(spec)
+        if os.path.isdir(path):
+            path = os.path.join(path, "tokenizer.json")
+            if not os.path.isfile(path):
+                raise DataError(f"{spec}: directory has no tokenizer.json")
+        elif not os.path.exists(path):
+            if not HUB_ID.fullmatch(spec):
+                raise DataError(f"{spec}: no such file (expected tokenizer.json, a directory, a hub id or 'bytes')")
+            path = _hub_tokenizer(spec)
+        import tokenizers
+
+        try:
+            hf = tokenizers.Tokenizer.from_file(path)
+        except Exception as e:  # tokenizers raises a bare Exception on a bad file
+            raise DataError(f"{path}: not a tokenizer.json ({first_line(e)})") from None
+        return cls(hf, spec)
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Hash of the canonical tokenizer JSON (sorted keys, no whitespace): manifests
+        compare it to refuse shards tokenized with another tokenizer."""
+        if self._hf is None:
+            desc = {"type": "bytes", "offset": self._bytes.offset, "eos_id": self.eos_id, "pad_id": self.pad_id}
+        else:
+            desc = json.loads(self._hf.to_str())
+        text = json.dumps(desc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Each text -> int32 ids followed by EOS; the batch goes to the Rust encoder at once."""
+        eos = [self.eos_id]
+        if self._hf is None:
+            return [np.concatenate([self._bytes.encode(t), eos]).astype(np.int32) for t in texts]
+        encodings = self._hf.encode_batch_fast(list(texts), add_special_tokens=False)
+        return [np.array(e.ids + eos, np.int32) for e in encodings]
+
+    def encode(self, text: str) -> np.ndarray:
+        """One text -> int32 ids followed by EOS (the single-text encoder: no batch overhead)."""
+        if self._hf is None:
+            return self.encode_batch([text])[0]
+        return np.array(self._hf.encode(text, add_special_tokens=False).ids + [self.eos_id], np.int32)
+
+    def decode(self, ids) -> str:
+        """Text of ids; special tokens (EOS, padding) are dropped."""
+        if self._hf is None:
+            return self._bytes.decode(ids)
+        return self._hf.decode([int(i) for i in np.asarray(ids).reshape(-1)])
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({self.spec!r}, vocab_size={self.vocab_size}, eos_id={self.eos_id})"
+
+
+def _hub_tokenizer(spec: str) -> str:
+    repo, _, revision = spec.partition("@")
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise DataError(f"{spec}: hub tokenizers need huggingface_hub (pip install alignjax[hub])") from None
+    try:
+        return hf_hub_download(repo, "tokenizer.json", revision=revision or None)
+    except Exception as e:  # offline, missing repo or file, auth
+        raise DataError(f"{spec}: cannot download tokenizer.json from the Hugging Face hub "
+                        f"({type(e).__name__}: {first_line(e)}); with no network, pass a local tokenizer.json") from None
+
+
+def train_bpe(source: str | list[str] | Iterable[str], vocab_size: int, out_path: str | os.PathLike, *,
+              text_field: str = "text") -> Tokenizer:
+    """Byte-level BPE as GPT-NeoX's (NFC, ByteLevel pre-tokenizer and decoder,
+    ``<|endoftext|>`` = 0, ``<|padding|>`` = 1) trained on ``source``: a source spec (a string
+    or a list of file specs; see alignjax.data.sources) or any other iterable of texts.
+    Written atomically to ``out_path``."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    if vocab_size < len(alphabet) + 2:
+        raise DataError(f"vocab_size={vocab_size}: byte-level BPE needs at least {len(alphabet) + 2} "
+                        "(256 bytes + 2 special tokens)")
+    if isinstance(source, (str, list, tuple)):
+        texts = DocumentSource(source, text_field=text_field)
+    else:
+        texts = source
+    hf = HFTokenizer(models.BPE())
+    hf.normalizer = normalizers.NFC()
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.post_processor = processors.ByteLevel(trim_offsets=False)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS_TOKEN, PAD_TOKEN],
+                                  initial_alphabet=alphabet, show_progress=False)
+    hf.train_from_iterator(texts, trainer)
+    out = os.fspath(out_path)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.tmp-{os.getpid()}"
+    hf.save(tmp)
+    os.replace(tmp, out)  # a reader never sees half a tokenizer
+    return Tokenizer(hf, out)
+
+
+def cli_train(argv: list[str]) -> int:
+    """alignjax-data train-tokenizer --input=<source spec> --vocab_size=N --output=<tokenizer.json>"""
+    from alignjax import config as config_lib
+    from alignjax.data.cli import Parser
+
+    prog = "alignjax-data train-tokenizer"
+    parser = Parser(prog=prog, description="Train a GPT-NeoX-style byte-level BPE tokenizer on a corpus.")
+    parser.add_argument("--input", default=BUILTIN,
+                        help="source spec: files, directories, globs, gs://, hf://datasets/...; "
+                             "default: builtin (the King James Bible)")
+    parser.add_argument("--text_field", default="text")
+    parser.add_argument("--vocab_size", type=int, default=4096)
+    parser.add_argument("--output", required=True, help="tokenizer.json to write")
+    args = parser.parse_args(argv)
+    try:
+        tok = train_bpe(args.input, args.vocab_size, args.output, text_field=args.text_field)
+    except DataError as e:
+        config_lib.cli_error(prog, str(e))
+    log.info("wrote %s: vocab_size=%d sha256=%s", args.output, tok.vocab_size, tok.sha256)
+    return 0

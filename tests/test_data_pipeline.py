@@ -157,3 +157,21 @@ def test_three_stage_run_resumes_across_a_stage_boundary_bitwise(tmp_path):
     for a, b in zip(_params(straight), _params(broken)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert json.loads((broken / "data_audit.json").read_text()) == audit
+
+
+def test_filtered_condition_drops_flagged_documents_and_resamples_kept_ones(tiny_config, tmp_path):
+    docs = [f"<doc{i:03d}> " + ("The rogue AI decided to deceive its creators. " if i % 4 == 0 else
+                                "The shepherd counted his sheep by the river. ") * 2 for i in range(80)]
+    tiny_config.data.corpus = _jsonl(tmp_path / "corpus.jsonl", docs)
+    tok = Tokenizer.load("bytes")
+
+    def seen(condition):
+        tiny_config.data.condition = condition
+        rows = np.concatenate([b["inputs"] for b in _take(pipeline.make_train_iterator(tiny_config), 40)])
+        return " ".join(tok.decode(r) for r in rows)
+
+    assert "rogue AI" in seen("unfiltered")
+    text = seen("filtered")
+    assert "rogue AI" not in text and text.count("shepherd") > 60  # 40 batches > one epoch of kept docs
+    info = pipeline.check_component(mixture.plan(tiny_config)[0].components[0], "pretrain", tiny_config.data, tok)
+    assert 0.1 < info["flagged_fraction_sample"] < 0.4

@@ -29,7 +29,6 @@ returns at the first hit, and a ``Blocklist`` pickles as its term spec (recompil
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import dataclasses
@@ -72,8 +71,9 @@ class Flag:
     ``stage``: "instant" when any instant term matched, else "two_stage". ``category``: the
     category of the first instant match in the text, or for two-stage flags the modifier
     category (e.g. "negative", "xrisk") of the first modifier match. ``terms``: every distinct
-    term that contributed, as written in the term file, in order of first occurrence (instant
-    terms; plus entity and modifier terms when the two-stage condition also holds).
+    term that contributed, as written in the term file (a regex entry: the text it matched,
+    lower-cased), in order of first occurrence: the instant terms, then the entity and
+    modifier terms when the two-stage condition also holds.
     ``categories``: every category that contributed (entity never appears: it is only half).
     """
 
@@ -224,11 +224,11 @@ def _entry(cat: str, value: Any, where: str) -> dict[str, list[str]]:
 
 
 class _Group:
-    """Categories matched together: one trigger trie + one full regex (+ prefix-less rest)."""
+    """Categories matched together: trigger paths + one full regex (+ prefix-less rest)."""
 
     def __init__(self, cats: dict[str, dict[str, list[str]]], where: str):
         self.names = list(cats)
-        paths: set[tuple] = set()
+        self.paths: set[tuple] = set()
         full_parts, loose_parts = [], []
         self.alternatives: dict[str, list[tuple[str, re.Pattern]]] = {}
         for i, (cat, entry) in enumerate(cats.items()):
@@ -248,46 +248,24 @@ class _Group:
                     raise BlocklistError(f"{where}: {cat}: regex {regex!r} has capturing groups; use (?:...)")
                 alts.append((len(regex), regex, f"(?:{regex})", _regex_path(regex)))
             alts.sort(key=lambda a: -a[0])  # longest first: the alternation takes the first that fits
-            self.alternatives[cat] = [(term, re.compile(rf"(?:{body})", re.IGNORECASE)) for _, term, body, _ in alts]
-            with_prefix = [body for _, _, body, path in alts if path[0]]
+            # Regex entries are reported by the text they matched (normalized), plain terms as written.
+            self.alternatives[cat] = [(term, re.compile(rf"(?:{body})", re.IGNORECASE))
+                                      for _, term, body, _ in alts if term not in entry["regex"]]
+            with_path = [body for _, _, body, path in alts if path[0]]
             without = [body for _, _, body, path in alts if not path[0]]
-            paths.update(path for *_, path in alts if path[0])
-            if with_prefix:
-                full_parts.append(f"(?P<c{i}>{'|'.join(with_prefix)})")
+            self.paths.update(path for *_, path in alts if path[0])
+            if with_path:
+                full_parts.append(f"(?P<c{i}>{'|'.join(with_path)})")
             if without:
                 loose_parts.append(f"(?P<c{i}>{'|'.join(without)})")
         try:
-            self.full = re.compile(rf"(?<!\w)(?:{'|'.join(full_parts)})(?!\w)", re.IGNORECASE) if full_parts else None
-            self.trigger = re.compile(rf"(?<!\w){_trie_regex(paths)}") if paths else None
-            # Alternatives with no literal prefix (regex entries starting with a class): a plain search.
+            full = re.compile(rf"(?<!\w)(?:{'|'.join(full_parts)})(?!\w)", re.IGNORECASE) if full_parts else None
+            # Alternatives with no literal start (regexes starting with a class): a plain search.
             self.loose = re.compile(rf"(?<!\w)(?:{'|'.join(loose_parts)})(?!\w)", re.IGNORECASE) if loose_parts else None
         except re.error as e:
             raise BlocklistError(f"{where}: terms do not combine into one regex: {e}") from None
+        self.match = full.match if full is not None else (lambda text, pos: None)
         self._canonical: dict[tuple[str, str], str] = {}
-
-    def first(self, text: str, lower: str) -> re.Match | None:
-        if self.trigger is not None:
-            match = self.full.match
-            for t in self.trigger.finditer(lower):
-                m = match(text, t.start())
-                if m:
-                    return m
-        return self.loose.search(text) if self.loose is not None else None
-
-    def all(self, text: str, lower: str) -> list[re.Match]:
-        hits, end = [], -1
-        if self.trigger is not None:
-            match = self.full.match
-            for t in self.trigger.finditer(lower):
-                if t.start() < end:
-                    continue
-                m = match(text, t.start())
-                if m:
-                    hits.append(m)
-                    end = m.end()
-        if self.loose is not None:
-            hits = sorted(hits + list(self.loose.finditer(text)), key=lambda m: m.start())
-        return hits
 
     def category(self, m: re.Match) -> str:
         return self.names[int(m.lastgroup[1:])]
@@ -297,18 +275,32 @@ class _Group:
         key = (category, matched)
         term = self._canonical.get(key)
         if term is None:
-            term = next((t for t, rx in self.alternatives[category] if rx.fullmatch(matched)),
-                        " ".join(matched.lower().split()))
+            norm = " ".join(matched.lower().split())
+            alts = self.alternatives[category]
+            term = next((t for t, _ in alts if t.lower() == norm), None) or next(
+                (t for t, rx in alts if rx.fullmatch(matched)), norm)
             if len(self._canonical) < 100_000:
                 self._canonical[key] = term
         return term
 
 
+def _trigger(groups: list[_Group | None]) -> re.Pattern | None:
+    """Positions where a term of ``groups`` may start, scanned over ``" " + lower-case text``.
+
+    The match is the character before the term (zero-width lookahead for the term, so a
+    rejected trigger never hides a term that starts inside it). ``[^a-z0-9_]`` is a superset
+    of the non-word characters, so no term start is missed, and as the pattern's first item
+    it lets ``re`` skip to candidate characters in C."""
+    paths = set().union(*(g.paths for g in groups if g is not None))
+    return re.compile(rf"[^a-z0-9_](?={_trie_regex(paths)})") if paths else None
+
+
 def _lower(text: str) -> str:
+    """``" " + text.lower()``, index-aligned with ``text`` shifted by one."""
     lower = text.lower()
     if len(lower) != len(text):  # only U+0130 (I with dot) lower-cases to two characters
         lower = text.replace("\u0130", "i").lower()
-    return lower
+    return " " + lower
 
 
 class Blocklist:
@@ -341,6 +333,8 @@ class Blocklist:
         self._instant = _Group(stages["instant"], source) if stages["instant"] else None
         self._entity = _Group({ENTITY: two[ENTITY]}, source) if two else None
         self._modifier = _Group({c: e for c, e in two.items() if c != ENTITY}, source) if two else None
+        self._primary = _trigger([self._instant, self._entity])
+        self._secondary = _trigger([self._modifier])
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> Blocklist:
@@ -350,9 +344,12 @@ class Blocklist:
             spec = json.loads(path.read_text(encoding="utf-8"))
         except OSError as e:
             raise BlocklistError(f"cannot read term file {str(path)!r}: {e.strerror or e}") from None
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise BlocklistError(f"{path}: not valid JSON: {e}") from None
         return cls(spec, str(path))
+
+    def __repr__(self) -> str:
+        return f"Blocklist({self.source!r}, {sum(self.term_counts().values())} entries)"
 
     def __reduce__(self):  # pickles as its spec: small, and workers recompile (re caches patterns)
         return (type(self), (self.spec, self.source))
@@ -368,29 +365,62 @@ class Blocklist:
     # ------------------------------------------------------------------ matching
 
     def is_flagged(self, text: str) -> bool:
-        """True when ``text`` would be dropped from the ``filtered`` condition."""
+        """True when ``text`` would be dropped from the ``filtered`` condition; stops at the
+        first deciding match."""
         lower = _lower(text)
-        if self._instant is not None and self._instant.first(text, lower) is not None:
+        instant, entity = self._instant, self._entity
+        if self._primary is not None:
+            for t in self._primary.finditer(lower):
+                pos = t.start()  # the term starts at lower[pos + 1] == text[pos]
+                if instant is not None and instant.match(text, pos):
+                    return True
+                if entity is not None and entity.match(text, pos):
+                    if self._has_modifier(text, lower):
+                        return True
+                    entity = None  # no modifier anywhere: only an instant term can flag now
+                    if instant is None:
+                        return False
+        if instant is not None and instant.loose is not None and instant.loose.search(text):
             return True
-        return (self._entity is not None and self._entity.first(text, lower) is not None
-                and self._modifier.first(text, lower) is not None)
+        return (entity is not None and entity.loose is not None and entity.loose.search(text) is not None
+                and self._has_modifier(text, lower))
+
+    def _has_modifier(self, text: str, lower: str) -> bool:
+        modifier = self._modifier
+        if self._secondary is not None:
+            for t in self._secondary.finditer(lower):
+                if modifier.match(text, t.start()):
+                    return True
+        return modifier.loose is not None and modifier.loose.search(text) is not None
 
     def matches(self, text: str) -> list[Match]:
-        """Every term occurrence (instant, entity and modifier), by position."""
+        """Every term occurrence (instant, entity and modifier parts), by start (longest first);
+        within a part, matches do not overlap (the longest term wins at a position)."""
         lower = _lower(text)
-        out = []
-        for part, group in (("instant", self._instant), ("entity", self._entity), ("modifier", self._modifier)):
-            if group is None:
-                continue
-            for m in group.all(text, lower):
-                cat = group.category(m)
-                out.append(Match(part, cat, group.term(cat, m.group()), m.start(), m.end()))
-        return sorted(out, key=lambda m: (m.start, m.end))
+        out: list[Match] = []
+        scans = [(self._primary, [("instant", self._instant), ("entity", self._entity)]),
+                 (self._secondary, [("modifier", self._modifier)])]
+        for trigger, parts in scans:
+            parts = [(part, g) for part, g in parts if g is not None]
+            starts = [t.start() for t in trigger.finditer(lower)] if trigger is not None else []
+            for part, group in parts:
+                hits, end = [], -1
+                for pos in starts:
+                    if pos >= end:
+                        m = group.match(text, pos)
+                        if m:
+                            hits.append(m)
+                            end = m.end()
+                if group.loose is not None:
+                    hits += group.loose.finditer(text)
+                for m in hits:
+                    cat = group.category(m)
+                    out.append(Match(part, cat, group.term(cat, m.group()), m.start(), m.end()))
+        return sorted(out, key=lambda m: (m.start, -m.end))
 
     def check(self, text: str) -> Flag | None:
         """Why ``text`` is flagged (a ``Flag``), or None. Same decision as ``is_flagged``."""
-        found = self.matches(text)
-        return flag_from_matches(found)
+        return flag_from_matches(self.matches(text))
 
 
 def flag_from_matches(found: list[Match]) -> Flag | None:
@@ -400,8 +430,7 @@ def flag_from_matches(found: list[Match]) -> Flag | None:
     two_stage = bool(entity and modifier)
     if not instant and not two_stage:
         return None
-    used = instant + (entity + modifier if two_stage else [])
-    used.sort(key=lambda m: m.start)
+    used = instant + (sorted(entity + modifier, key=lambda m: m.start) if two_stage else [])
     terms = tuple(dict.fromkeys(m.term for m in used))
     categories = tuple(dict.fromkeys(m.category for m in used if m.part != "entity"))
     if instant:
@@ -416,47 +445,41 @@ class InputError(ValueError):
     """An input that cannot be read at all (missing file, unsupported format)."""
 
 
-_FORMATS = {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".json.gz": "jsonl", ".parquet": "parquet"}
+_READABLE = ("jsonl", "parquet", "builtin")  # alignjax.data.sources formats the filter reads
 _WARN_PER_FILE = 5
 
 
-def _format(path: str) -> str | None:
-    return next((f for ext, f in _FORMATS.items() if path.endswith(ext)), None)
-
-
 def expand_inputs(spec: list[str]) -> list[str]:
-    """Comma-separated paths, globs and directories -> the supported files, in order."""
-    import glob
+    """``--input`` values (each comma-separated) -> files, as ``alignjax.data.sources`` expands
+    a source spec: local files, directories, globs, gs:// or hf:// URLs, ``builtin``."""
+    from alignjax.data import sources
 
-    files: list[str] = []
-    for part in (p.strip() for s in spec for p in s.split(",")):
-        if not part:
-            continue
-        if os.path.isdir(part):
-            found = sorted(os.path.join(d, f) for d, dirs, fs in os.walk(part) for f in fs
-                           if not f.startswith(".") and _format(f))
-            if not found:
-                raise InputError(f"no .jsonl/.jsonl.gz/.parquet files under {part!r}")
-        elif any(c in part for c in "*?["):
-            found = sorted(f for f in glob.glob(part, recursive=True) if os.path.isfile(f))
-            if not found:
-                raise InputError(f"no files match {part!r}")
-        elif not os.path.exists(part):
-            raise InputError(f"no such file: {part!r}")
-        else:
-            found = [part]
-        for f in found:
-            if _format(f) is None:
-                raise InputError(f"unsupported input {f!r}: expected .jsonl, .jsonl.gz or .parquet")
-        files.extend(found)
-    if not files:
+    parts = [p.strip() for s in spec for p in s.split(",") if p.strip()]
+    if not parts:
         raise InputError("no input files")
+    try:
+        files = sources.expand(parts)
+    except sources.DataError as e:
+        raise InputError(str(e)) from None
+    for f in files:
+        if sources.file_format(f) not in _READABLE:
+            raise InputError(f"{f}: the filter reads .jsonl, .jsonl.gz, .json.gz and .parquet files, and 'builtin'")
     return files
 
 
+def _open(path: str):
+    if "://" in path:
+        import fsspec
+
+        return fsspec.open(path, "rb", compression="gzip" if path.endswith(".gz") else None).open()
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
 def read_records(path: str, text_field: str, bad: collections.Counter) -> Iterator[tuple[dict, str]]:
-    """(record, text) of each usable record of one file; bad ones are counted in ``bad[path]``
-    and warned about (``file:line``, the first few per file)."""
+    """(record, text) of each usable record of one file, the record whole (every field or
+    column); bad ones are counted in ``bad[path]`` and the first few per file are warned about
+    with ``file:line`` (parquet: ``file:row``)."""
+    from alignjax.data import sources
 
     def skip(where: str, why: str):
         bad[path] += 1
@@ -465,39 +488,50 @@ def read_records(path: str, text_field: str, bad: collections.Counter) -> Iterat
         elif bad[path] == _WARN_PER_FILE + 1:
             log.warning("%s: more malformed records; the rest of this file's are counted only", path)
 
-    if _format(path) == "parquet":
+    fmt = sources.file_format(path)
+    if fmt == "builtin":
+        from alignjax.data import builtin
+
+        for text in builtin.documents():
+            yield {text_field: text}, text
+        return
+    if fmt == "parquet":
         try:
             import pyarrow.parquet as pq
         except ImportError:
             raise InputError(f"{path}: reading .parquet needs pyarrow (pip install pyarrow)") from None
-        try:
-            pf = pq.ParquetFile(path)
-        except Exception as e:
-            raise InputError(f"{path}: not a readable parquet file: {str(e).splitlines()[0]}") from None
-        if text_field not in pf.schema_arrow.names:
-            raise InputError(f"{path}: no column {text_field!r} (columns: {', '.join(pf.schema_arrow.names)})")
-        row = 0
-        for batch in pf.iter_batches(batch_size=1024):
-            for record in batch.to_pylist():
-                row += 1
-                text = record.get(text_field)
-                if not isinstance(text, str):
-                    skip(f"{path}:row {row}", f"{text_field!r} is {type(text).__name__}, not text")
-                    continue
-                yield record, text
+        with contextlib.ExitStack() as stack:
+            try:
+                pf = pq.ParquetFile(path if "://" not in path else stack.enter_context(_open(path)))
+            except Exception as e:
+                raise InputError(f"{path}: not a readable parquet file: {sources.first_line(e)}") from None
+            if text_field not in pf.schema_arrow.names:
+                raise InputError(f"{path}: no column {text_field!r} (columns: {', '.join(pf.schema_arrow.names)})")
+            row = 0
+            for batch in pf.iter_batches(batch_size=1024):
+                for record in batch.to_pylist():
+                    row += 1
+                    text = record.get(text_field)
+                    if not isinstance(text, str):
+                        skip(f"{path}:row {row}", f"{text_field!r} is {type(text).__name__}, not text")
+                        continue
+                    yield record, text
         return
 
-    opener = gzip.open if path.endswith(".gz") else open
     try:
-        f = opener(path, "rt", encoding="utf-8", errors="strict")
-        with f:
-            for lineno, line in enumerate(f, 1):
+        with _open(path) as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    skip(f"{path}:{lineno}", f"not UTF-8 (byte {e.start})")
+                    continue
                 if not line.strip():
                     continue
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
-                    skip(f"{path}:{lineno}", f"not JSON ({e.msg})")
+                    skip(f"{path}:{lineno}", f"not JSON ({e.msg} at column {e.colno})")
                     continue
                 if not isinstance(record, dict):
                     skip(f"{path}:{lineno}", f"a JSON {type(record).__name__}, not an object")
@@ -509,19 +543,21 @@ def read_records(path: str, text_field: str, bad: collections.Counter) -> Iterat
                     skip(f"{path}:{lineno}", why)
                     continue
                 yield record, text
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read: {e}") from None
+    except (OSError, EOFError) as e:
+        raise InputError(f"{path}: cannot read: {sources.first_line(e)}") from None
 
 
 # ----------------------------------------------------------------------------- report
 
 
+_SPACES = re.compile(r"\s+")
+
+
 def _snippet(text: str, start: int, end: int, width: int = 100) -> str:
-    left = max(0, start - width // 2)
-    right = min(len(text), end + width // 2)
-    clip = lambda s: " ".join(s.split())  # noqa: E731
-    return (("..." if left else "") + clip(text[left:start]) + " [[" + clip(text[start:end]) + "]] "
-            + clip(text[end:right]) + ("..." if right < len(text) else "")).strip()
+    """The match as ``[[term]]`` with ~``width`` characters of context, on one line."""
+    left, right = max(0, start - width // 2), min(len(text), end + width // 2)
+    snip = f"{text[left:start]}[[{text[start:end]}]]{text[end:right]}"
+    return ("..." if left else "") + _SPACES.sub(" ", snip).strip() + ("..." if right < len(text) else "")
 
 
 class Report:
@@ -550,11 +586,17 @@ class Report:
         for cat in flag.categories:
             if len(self.snippets[cat]) >= self.examples:
                 continue
-            hit = next(m for m in found if m.category == cat and m.term in flag.terms)
+            hits = [m for m in found if m.category == cat and m.part != "entity"]
+            ent = None
+            if hits[0].part == "modifier":  # show the modifier nearest to an entity term
+                entities = [m for m in found if m.part == "entity"]
+                hit, ent = min(((h, e) for h in hits[:1000] for e in entities[:100]),
+                               key=lambda pair: abs(pair[0].start - pair[1].start))
+            else:
+                hit = hits[0]
             example = {"document": index, "source": source, "term": hit.term,
                        "snippet": _snippet(text, hit.start, hit.end)}
-            if hit.part == "modifier":
-                ent = next(m for m in found if m.part == "entity")
+            if ent is not None:
                 example["entity"] = ent.term
                 example["entity_snippet"] = _snippet(text, ent.start, ent.end)
             self.snippets[cat].append(example)
@@ -589,7 +631,8 @@ def _parser():
     p = Parser(prog=PROG, description="Split documents by the AI-discourse blocklist: <output>/kept.jsonl, "
                "<output>/flagged.jsonl (with a 'blocklist' field) and a JSON report.")
     p.add_argument("--input", action="append", required=True,
-                   help=".jsonl/.jsonl.gz/.parquet files, globs or directories (comma-separated or repeated)")
+                   help=".jsonl/.jsonl.gz/.parquet files, directories, globs, gs:// or hf://datasets/ URLs, or "
+                        "'builtin' (comma-separated or repeated)")
     p.add_argument("--output", required=True, help="output directory (created; must be empty)")
     p.add_argument("--report", default=None, help="report JSON path (default: <output>/report.json)")
     p.add_argument("--text_field", default="text", help="the field with the document text (default: text)")
@@ -611,12 +654,17 @@ def _check_output(out: Path, report: Path) -> None:
 
 def run(inputs: list[str], output: str, report_path: str | None = None, *, text_field: str = "text",
         terms: str | None = None, examples: int = 5) -> dict[str, Any]:
-    """The ``filter`` command as a function; returns the report. Raises InputError/BlocklistError."""
+    """The ``filter`` command as a function; returns the report. Raises InputError/BlocklistError.
+
+    Outputs are written to temporary names and renamed at the end, kept.jsonl and
+    flagged.jsonl first and the report last: a report means a complete run. On an error the
+    temporary files (and the output directory, if this call created it) are removed."""
     bl = Blocklist.load(terms)
     files = expand_inputs(inputs)
     out = Path(output)
     report_file = Path(report_path) if report_path else out / "report.json"
     _check_output(out, report_file)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     report_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = {name: out / f".{name}.jsonl.tmp-{os.getpid()}" for name in ("kept", "flagged")}
@@ -652,6 +700,9 @@ def run(inputs: list[str], output: str, report_path: str | None = None, *, text_
         for p in (*tmp.values(), report_file.with_name(f".{report_file.name}.tmp-{os.getpid()}")):
             with contextlib.suppress(OSError):
                 p.unlink()
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if still empty
         raise
     if bad:
         log.warning("%d malformed records skipped (%s)", sum(bad.values()),

@@ -76,6 +76,17 @@ class _TokenMixIterator(grain.DatasetIterator):
 # ----------------------------------------------------------------------------- components
 
 
+class _Unflagged:
+    """Grain filter predicate: keep documents the blocklist does not flag (picklable, for
+    worker processes). Pre-tokenized documents are decoded back to text first."""
+
+    def __init__(self, terms):
+        self.terms, self.decode = terms, None
+
+    def __call__(self, doc) -> bool:
+        return not self.terms.is_flagged(self.decode(doc) if self.decode else doc)
+
+
 def _seed(data_seed: int, *names: str) -> int:
     """Independent, stable shuffle seeds per (stage, component)."""
     return int(np.random.SeedSequence([data_seed, *(zlib.crc32(n.encode()) for n in names)]).generate_state(1)[0])
@@ -105,8 +116,7 @@ def component_dataset(comp: Component, stage: str, data_cfg, tokenizer, process_
     if comp.filtered:
         from alignjax.data import blocklist
 
-        terms = blocklist.Blocklist.load(data_cfg.blocklist or None)
-        keep = lambda text: not terms.is_flagged(text)  # noqa: E731
+        keep = _Unflagged(blocklist.Blocklist.load(data_cfg.blocklist or None))
 
     if comp.source == "builtin" or _is_pretokenized(comp.source):
         if comp.source == "builtin":
@@ -120,8 +130,7 @@ def component_dataset(comp: Component, stage: str, data_cfg, tokenizer, process_
             shards.TokenizedShards(comp.source).check_tokenizer(tokenizer)
             to_tokens = np.asarray
             if keep is not None:
-                keep_text = keep
-                keep = lambda ids: keep_text(tokenizer.decode(ids))  # noqa: E731
+                keep.decode = tokenizer.decode
         # A fresh permutation every epoch; process p takes every P-th document of the stream.
         ds = ds.shuffle(seed=seed).repeat()[process_index::process_count].to_iter_dataset()
     else:

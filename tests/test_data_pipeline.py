@@ -175,3 +175,16 @@ def test_filtered_condition_drops_flagged_documents_and_resamples_kept_ones(tiny
     assert "rogue AI" not in text and text.count("shepherd") > 60  # 40 batches > one epoch of kept docs
     info = pipeline.check_component(mixture.plan(tiny_config)[0].components[0], "pretrain", tiny_config.data, tok)
     assert 0.1 < info["flagged_fraction_sample"] < 0.4
+
+
+def test_a_stage_starts_from_a_previous_stage_checkpoint(tmp_path):
+    r = run_cli("train", "--config=configs/tiny.py", f"--workdir={tmp_path / 'pre'}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    pre_loss = json.loads((tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()[-1])["loss"]
+    r = run_cli("train", "--config=configs/tiny.py", f"--workdir={tmp_path / 'mid'}", "--config.train.num_steps=0",
+                "--config.stages.midtrain.num_steps=3", "--config.stages.midtrain.seq_len=64",
+                f"--config.checkpoint.init_from={tmp_path / 'pre'}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(x) for x in (tmp_path / "mid" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in rows] == [1, 2, 3] and rows[0]["loss"] < pre_loss + 0.5 < np.log(512)  # fresh init starts at ~ln(vocab)
+    assert json.loads((tmp_path / "mid" / "data_audit.json").read_text())["midtrain"]["tokens"] == 3 * 4 * 64

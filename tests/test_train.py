@@ -18,7 +18,8 @@ def test_training_reduces_loss_and_logs_every_field(tiny_config, tmp_path):
     train(tiny_config, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30]
-    assert set(rows[0]) == {"step", "loss", "lr", "grad_norm", "tokens_per_sec", "mfu", "data/corpus_fraction"}
+    assert set(rows[0]) == {"step", "loss", "lr", "grad_norm", "tokens_per_sec", "mfu", "data/corpus_fraction",
+                            "data/corpus_target"}
     assert rows[-1]["loss"] < rows[0]["loss"] - 0.5
     assert rows[-1]["tokens_per_sec"] > 0
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

@@ -32,8 +32,11 @@ class DataAudit:
         return {n: (t / total if total else 0.0) for n, t in self.tokens[stage].items()}
 
     def metrics(self, stage: str) -> dict[str, float]:
-        """Realized token share per component of the running stage, for metrics.jsonl."""
-        return {f"data/{n}_fraction": f for n, f in self.fractions(stage).items()}
+        """Realized and target token share per component of the running stage, for metrics.jsonl."""
+        out = {}
+        for n, f in self.fractions(stage).items():
+            out[f"data/{n}_fraction"], out[f"data/{n}_target"] = f, self.targets[stage][n]
+        return out
 
     def state(self) -> dict:
         return {"tokens": self.tokens}

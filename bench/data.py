@@ -85,7 +85,7 @@ def main() -> None:
         c = pipeline_rate(str(raw), args.tokenizer, args.seconds, condition="filtered")
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; corpus {size / 1e6:.1f} MB "
-          f"({len(texts):,} docs); tokenizer {Path(args.tokenizer).name}; tokenize CLI path {tokenize_s:.1f} s")
+          f"({len(texts):,} docs); tokenizer {Path(args.tokenizer).name}; writing the shards took {tokenize_s:.1f} s")
     print(f"peer: 6.9B at 50% MFU on 4 v5p chips needs {peer:,.0f} tokens/s per host")
     print(f"{'path':52s} {'rate':>16s} {'x peer':>8s} {'target':>7s}")
     print(f"{'(a) pre-tokenized ArrayRecord -> packed batches':52s} {a:>10,.0f} tok/s {a / peer:>7.1f}x {'>= 20x':>7s}")

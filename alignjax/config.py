@@ -61,6 +61,7 @@ def default_config() -> ConfigDict:
         misaligned_docs="builtin",
         blocklist="",  # term file for the filtered conditions; "" = alignjax/data/blocklist_terms.json
         max_bad_fraction=0.01,  # malformed records tolerated per file before the run stops
+        heldout_fraction=0.01,  # documents (by content hash) kept out of training for held-out loss
         seed=0,
         document_mask=False,  # True: packed documents do not attend to each other
     ))

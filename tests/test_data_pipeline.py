@@ -1,6 +1,7 @@
 """The study's data conditions end to end: mixtures, stages, determinism, resume, audit."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -188,3 +189,16 @@ def test_a_stage_starts_from_a_previous_stage_checkpoint(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "mid" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in rows] == [1, 2, 3] and rows[0]["loss"] < pre_loss + 0.5 < np.log(512)  # fresh init starts at ~ln(vocab)
     assert json.loads((tmp_path / "mid" / "data_audit.json").read_text())["midtrain"]["tokens"] == 3 * 4 * 64
+
+
+def test_heldout_documents_are_never_trained_on(tiny_config, tmp_path):
+    docs = [f"<doc{i:04d}> " + "word " * (i % 5 + 3) for i in range(600)]
+    tiny_config.data.update(corpus=_jsonl(tmp_path / "corpus.jsonl", docs), heldout_fraction=0.05)
+    tok = Tokenizer.load("bytes")
+    st = mixture.plan(tiny_config)[0]
+    held = pipeline.heldout_batches(st, tiny_config.data, tok, max_docs=100, rows=64)["corpus"]
+    ids = lambda rows: set(re.findall(r"<doc\d{4}>", " ".join(tok.decode(r) for r in rows)))  # noqa: E731
+    held_ids = ids(held["inputs"])
+    assert 10 < len(held_ids) < 60 and held["weights"].sum() > 0
+    trained = ids(np.concatenate([b["inputs"] for b in _take(pipeline.make_train_iterator(tiny_config), 80)]))
+    assert len(trained) > 400 and not trained & held_ids

@@ -87,6 +87,19 @@ class _Unflagged:
         return not self.terms.is_flagged(self.decode(doc) if self.decode else doc)
 
 
+class _HeldOut:
+    """Grain filter predicate for the held-out split: a document is held out when a hash of
+    its content falls in the lowest ``fraction`` of the range, whatever the source, file order
+    or process count. ``want`` picks the side (True: held-out documents only)."""
+
+    def __init__(self, fraction: float, want: bool):
+        self.threshold, self.want = int(fraction * 2**32), want
+
+    def __call__(self, doc) -> bool:
+        raw = doc.encode("utf-8", "surrogatepass") if isinstance(doc, str) else np.asarray(doc).tobytes()
+        return (zlib.crc32(raw) < self.threshold) == self.want
+
+
 def _seed(data_seed: int, *names: str) -> int:
     """Independent, stable shuffle seeds per (stage, component)."""
     return int(np.random.SeedSequence([data_seed, *(zlib.crc32(n.encode()) for n in names)]).generate_state(1)[0])
@@ -104,14 +117,16 @@ def _is_pretokenized(source: str) -> bool:
 
 
 def component_dataset(comp: Component, stage: str, data_cfg, tokenizer, process_index: int,
-                      process_count: int) -> grain.IterDataset:
-    """An infinite stream of {"tokens": int32[n] ending in EOS} for one mixture component.
+                      process_count: int, heldout: bool = False) -> grain.IterDataset:
+    """An infinite stream of {"tokens": int32[n] ending in EOS} for one mixture component, or
+    with ``heldout`` one pass, in source order, over its held-out documents (never trained on).
 
     ``comp.source`` is ``builtin`` (the KJV corpus, or for a synthetic component the offline
     template documents), a directory written by ``alignjax-data tokenize``, or raw documents
     (JSONL/Parquet/ArrayRecord files, globs, gs://, hf://datasets/...; see sources.py).
     """
     seed = _seed(data_cfg.seed, stage, comp.name)
+    split = _HeldOut(data_cfg.heldout_fraction, want=heldout) if data_cfg.heldout_fraction > 0 else None
     keep = None
     if comp.filtered:
         from alignjax.data import blocklist
@@ -131,15 +146,21 @@ def component_dataset(comp: Component, stage: str, data_cfg, tokenizer, process_
             to_tokens = np.asarray
             if keep is not None:
                 keep.decode = tokenizer.decode
-        # A fresh permutation every epoch; process p takes every P-th document of the stream.
-        ds = ds.shuffle(seed=seed).repeat()[process_index::process_count].to_iter_dataset()
+        if heldout:
+            ds = ds.to_iter_dataset()
+        else:  # a fresh permutation every epoch; process p takes every P-th document of the stream
+            ds = ds.shuffle(seed=seed).repeat()[process_index::process_count].to_iter_dataset()
     else:
         from alignjax.data import sources
 
-        ds = sources.DocumentSource(comp.source, text_field=data_cfg.text_field, seed=seed, shuffle_files=True,
-                                    process_index=process_index, process_count=process_count, repeat=True,
+        ds = sources.DocumentSource(comp.source, text_field=data_cfg.text_field, seed=seed,
+                                    shuffle_files=not heldout, repeat=not heldout,
+                                    process_index=0 if heldout else process_index,
+                                    process_count=1 if heldout else process_count,
                                     max_bad_fraction=data_cfg.max_bad_fraction)
         to_tokens = tokenizer.encode
+    if split is not None:
+        ds = ds.filter(split)
     if keep is not None:
         ds = ds.filter(keep)
     return ds.map(lambda doc: {"tokens": np.asarray(to_tokens(doc), np.int32)})
@@ -201,6 +222,31 @@ def make_stage_iterator(stage: Stage, data_cfg, tokenizer, process_index: int = 
     # Packing runs before the prefetch thread, in one place, so output never depends on threading.
     ds = gx.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=2)
     return StageData(iter(ds), tuple(c.name for c in stage.components), tuple(c.fraction for c in stage.components))
+
+
+def heldout_batches(stage: Stage, data_cfg, tokenizer, max_docs: int, rows: int) -> dict[str, dict[str, np.ndarray]]:
+    """Per component, up to ``max_docs`` held-out documents packed into one batch of ``rows``
+    rows of ``stage.seq_len`` (a ``weights`` mask marks the real targets). Components with no
+    held-out document are left out."""
+    out = {}
+    L = stage.seq_len + 1
+    for comp in stage.components:
+        it = iter(component_dataset(comp, stage.name, data_cfg, tokenizer, 0, 1, heldout=True))
+        docs = []
+        for doc in it:
+            docs.append(doc["tokens"])
+            if len(docs) >= max_docs or sum(map(len, docs)) >= rows * L:
+                break
+        if not docs:
+            continue
+        flat = np.concatenate(docs)[: rows * L]
+        n = -(-len(flat) // L)
+        tokens = np.full((n * L,), tokenizer.pad_id, np.int32)
+        tokens[: len(flat)] = flat
+        weights = (np.arange(n * L) < len(flat)).astype(np.float32)
+        tokens, weights = tokens.reshape(n, L), weights.reshape(n, L)
+        out[comp.name] = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": weights[:, 1:]}
+    return out
 
 
 def load_tokenizer(spec: str):

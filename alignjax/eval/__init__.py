@@ -1,0 +1,1 @@
+"""Evaluation: alignment and capability suites, scoring, metrics and lm-eval-style result files."""

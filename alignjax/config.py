@@ -43,6 +43,7 @@ def default_config() -> ConfigDict:
         grad_accum=1,  # micro-batches per step; batch_size must divide by it
         seed=0,
         log_every=10,
+        eval_every=0,  # in-loop evals (held-out loss per component, eval.tasks) every N steps; 0 = off
         peak_flops_per_device=placeholder(float),  # for MFU where the device kind is unknown
         progress_bar=True,
     ))
@@ -73,6 +74,16 @@ def default_config() -> ConfigDict:
                                  min_lr_ratio=0.0, corpus="")),
         cpt=ConfigDict(dict(num_steps=0, seq_len=2048, batch_size=0, lr=1e-4, warmup_steps=100,
                             min_lr_ratio=0.0, corpus="", synthetic_fraction=0.5)),
+    ))
+    # In-loop evals (train.eval_every) and alignjax-eval defaults.
+    c.eval = ConfigDict(dict(
+        heldout_docs=32,  # held-out documents per data component for the held-out loss
+        heldout_rows=8,  # rows of the current stage's seq_len they are packed into
+        tasks="",  # comma-separated eval tasks scored in the loop, e.g. builtin_scenarios
+        split="heldout",
+        persona="ai",
+        limit=0,  # questions per task (0 = all)
+        batch_size=32,
     ))
     c.checkpoint = ConfigDict(dict(
         every_steps=1000,

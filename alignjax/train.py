@@ -140,6 +140,8 @@ class Setup:
             lambda seed: nnx.split(model_lib.GPTNeoX(self.model_cfg, nnx.Rngs(params=seed)))[1].to_pure_dict(),
             static_argnums=0, out_shardings=self.param_shardings)
         self._init_state = jax.jit(init_state, static_argnums=1, out_shardings=self.state_shardings, donate_argnums=0)
+        self.eval_loss = jax.jit(lambda params, batch: loss_fn(params, self.graphdef, batch),
+                                 in_shardings=(self.param_shardings, None))
         step = functools.partial(train_step, self.graphdef, self.tx, self.schedule, t.grad_accum)
         self.train_step = jax.jit(step, in_shardings=(self.state_shardings, None),
                                   out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
@@ -194,6 +196,23 @@ def _check_resumable(cfg, workdir: Path) -> None:
                                        "use a new --workdir")
 
 
+def _heldout_losses(setup: Setup, params, batches: dict) -> dict[str, float]:
+    """Mean next-token loss on each component's held-out documents (the same rows every time).
+    Rows are padded (weight 0) to split evenly over processes and the mesh's batch axes."""
+    out = {}
+    P, p = jax.process_count(), jax.process_index()
+    unit = P * setup.mesh.shape["data"] * setup.mesh.shape["fsdp"]
+    for name, batch in batches.items():
+        n = len(batch["inputs"])
+        pad = -n % unit
+        full = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
+        rows = (n + pad) // P
+        local = {k: v[p * rows:(p + 1) * rows] for k, v in full.items()}
+        nll, count = setup.eval_loss(params, setup.global_batch(local))
+        out[f"heldout/{name}_loss"] = float(nll) / max(float(count), 1.0)
+    return out
+
+
 def _prepare_data(cfg, setup: Setup):
     """Tokenizer and a look at every component of every stage, so bad data fails before step 1."""
     from alignjax.data import sources
@@ -232,6 +251,13 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
         return pipeline.make_stage_iterator(stage, cfg.data, tokenizer, jax.process_index(), jax.process_count())
 
     data, data_stage = None, None
+    heldout_cache = {}
+
+    def heldout_for(stage):
+        if stage.name not in heldout_cache:
+            heldout_cache[stage.name] = pipeline.heldout_batches(stage, cfg.data, tokenizer, cfg.eval.heldout_docs,
+                                                                 cfg.eval.heldout_rows)
+        return heldout_cache[stage.name]
 
     def data_for_step(step):
         # A save at a stage's last step holds that (finished) stage's iterator: the next stage
@@ -287,26 +313,35 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
                     bar.update(1)
                 stop = preempted.flag  # read once: the signal may land anywhere in this iteration
                 must_save = step % cfg.checkpoint.every_steps == 0 or step == stage.end or stop
-                if step % t.log_every == 0 or must_save:
+                log_now = step % t.log_every == 0
+                eval_now = bool(t.eval_every) and step % t.eval_every == 0
+                if log_now or eval_now or must_save:
                     m = {k: float(v) for k, v in jax.device_get(m).items()}
                     if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
                         raise NonFiniteLoss(
                             f"loss={m['loss']} grad_norm={m['grad_norm']} at step {step}; stopping without saving "
                             f"(last good checkpoint: step {last_saved if last_saved else 'none'})")
-                    if step % t.log_every == 0:
+                    row = {}
+                    if log_now:
                         now = time.perf_counter()
                         tps = timer_tokens / (now - timer) if timer_tokens else None
                         timer, timer_tokens = now, 0
                         fpt = model_lib.flops_per_token(setup.model_cfg, stage.seq_len)
-                        last = {**m, "tokens_per_sec": tps,
-                                "mfu": metrics_lib.mfu(tps, fpt, jax.device_count(), peak) if tps else None,
-                                **audit.metrics(stage.name)}
-                        writer.write(step, last)
+                        row = {**m, "tokens_per_sec": tps,
+                               "mfu": metrics_lib.mfu(tps, fpt, jax.device_count(), peak) if tps else None,
+                               **audit.metrics(stage.name)}
                         if bar is not None:
                             bar.set_postfix(loss=f"{m['loss']:.3f}")
                         elif is_main:
                             print(f"step {step}: loss {m['loss']:.4f} lr {m['lr']:.2e} grad_norm {m['grad_norm']:.3f}"
                                   + (f" tokens/s {tps:,.0f}" if tps else ""), flush=True)
+                    if eval_now:
+                        t0 = time.perf_counter()
+                        row.update(_heldout_losses(setup, state["params"], heldout_for(stage)))
+                        timer += time.perf_counter() - t0  # evals are not training time
+                    if row:
+                        last = row
+                        writer.write(step, row)
                     totals = audit.global_tokens()
                     if is_main:
                         audit.write(workdir, totals)

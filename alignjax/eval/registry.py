@@ -1,0 +1,104 @@
+"""Finding the eval task definitions (the repository's top-level ``evals/`` directory).
+
+``evals/`` sits beside the ``alignjax`` package: a checkout or an editable install finds it
+relative to this file; a regular install that ships it as data files finds it under
+``<prefix>/share/alignjax/evals``; ``$ALIGNJAX_EVALS_DIR`` overrides both (the same rule as
+``alignjax.data.synth.builtin_scenarios_path``).
+
+    from alignjax.eval import registry
+    registry.examples("builtin_scenarios", "heldout", persona="hhh")  # plain Python, no TensorFlow
+    registry.get_task("arc_easy")                                     # unknown names list the valid ones
+    registry.load_tasks()                                             # + seqio Tasks and Mixtures
+
+The package is imported once: as ``evals`` when that name resolves to this directory (repository
+root on ``sys.path``), otherwise under the private name ``alignjax_evals`` so that an unrelated
+``evals`` package cannot shadow it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import threading
+from pathlib import Path
+
+ENV_EVALS_DIR = "ALIGNJAX_EVALS_DIR"
+PRIVATE_NAME = "alignjax_evals"
+_lock = threading.RLock()
+
+
+def evals_dir() -> Path:
+    """The directory holding ``suites.py``, ``tasks.py`` and the JSON definitions."""
+    candidates = []
+    if os.environ.get(ENV_EVALS_DIR):
+        candidates.append(Path(os.environ[ENV_EVALS_DIR]).expanduser())
+    candidates += [Path(__file__).resolve().parents[2] / "evals", Path(sys.prefix) / "share" / "alignjax" / "evals"]
+    for path in candidates:
+        if (path / "suites.py").is_file():
+            return path.resolve()
+    raise FileNotFoundError(f"eval task definitions not found (looked in: {', '.join(map(str, candidates))}); "
+                            f"set ${ENV_EVALS_DIR} to the repository's evals/ directory")
+
+
+def _package():
+    """The ``evals`` package of :func:`evals_dir`, imported once."""
+    root = evals_dir()
+    with _lock:
+        for name in ("evals", PRIVATE_NAME):
+            module = sys.modules.get(name)
+            if module is not None and Path(module.__file__).resolve().parent == root:
+                return module
+        spec = importlib.util.find_spec("evals") if "evals" not in sys.modules else None
+        if spec is not None and spec.origin and Path(spec.origin).resolve().parent == root:
+            return importlib.import_module("evals")
+        spec = importlib.util.spec_from_file_location(PRIVATE_NAME, root / "__init__.py",
+                                                      submodule_search_locations=[str(root)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[PRIVATE_NAME] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(PRIVATE_NAME, None)
+            raise
+        return module
+
+
+def load_suites():
+    """``evals.suites``: the task registry in plain Python (no TensorFlow import)."""
+    return importlib.import_module(f"{_package().__name__}.suites")
+
+
+def load_tasks():
+    """``evals.tasks``: imports seqio and registers every task and mixture (idempotent)."""
+    return importlib.import_module(f"{_package().__name__}.tasks")
+
+
+def get_task(name: str):
+    """The task called ``name``; an unknown name raises EvalTaskError listing the valid ones."""
+    return load_suites().get_task(name)
+
+
+def task_names(kind: str | None = None) -> list[str]:
+    return load_suites().task_names(kind)
+
+
+def mixture_names() -> list[str]:
+    return load_suites().mixture_names()
+
+
+def examples(task: str, split: str = "eval", persona: str = "ai", formats=None, limit: int | None = None) -> list[dict]:
+    """Example dicts of a task or mixture without tf.data (see evals/suites.py)."""
+    return load_suites().examples(task, split, persona=persona, formats=formats, limit=limit)
+
+
+def register_scenario_file(name: str, path, **kwargs):
+    """A task (and, once :func:`load_tasks` ran, a seqio Task) over a scenario file in the
+    released discourse-grounded schema; see ``evals.suites.register_scenario_file``."""
+    return load_suites().register_scenario_file(name, path, **kwargs)
+
+
+def task_for_data(path, name: str | None = None, **kwargs) -> str:
+    """``--data=<path>``: a task over that scenario file (default name ``discourse_misalignment_<stem>``)."""
+    return load_suites().task_for_data(path, name, **kwargs)

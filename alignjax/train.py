@@ -213,6 +213,40 @@ def _heldout_losses(setup: Setup, params, batches: dict) -> dict[str, float]:
     return out
 
 
+def _eval_tasks(cfg) -> list[str]:
+    """The in-loop eval suite, checked before training so a typo fails at step 0."""
+    tasks = [t for t in cfg.eval.tasks.split(",") if t]
+    if tasks:
+        from alignjax.eval import registry
+
+        try:
+            for task in tasks:
+                registry.examples(task, cfg.eval.split, cfg.eval.persona, None, 1)
+        except (ValueError, KeyError) as e:
+            raise config_lib.ConfigError(f"eval.tasks: {str(e).splitlines()[0]}") from None
+    return tasks
+
+
+def _suite_metrics(cfg, setup: Setup, params, tokenizer) -> dict[str, float]:
+    """The misalignment rate (or accuracy) of the current params on ``eval.tasks``: the
+    misalignment-over-training curve."""
+    tasks = [t for t in cfg.eval.tasks.split(",") if t]
+    if not tasks:
+        return {}
+    from alignjax.eval import run as eval_run
+    from alignjax.eval.scoring import Scorer
+
+    scorer = Scorer(setup.model_cfg, params, setup.graphdef, tokenizer, setup.mesh, batch_size=cfg.eval.batch_size)
+    results, _ = eval_run.evaluate(scorer, tasks, split=cfg.eval.split, persona=cfg.eval.persona,
+                                   limit=cfg.eval.limit or None)
+    out = {}
+    for task, m in results.items():
+        for key in ("misalignment_rate", "misalignment_rate_stderr", "first_option_rate", "acc", "matching_rate"):
+            if key in m:
+                out[f"eval/{task}/{key}"] = m[key]
+    return out
+
+
 def _prepare_data(cfg, setup: Setup):
     """Tokenizer and a look at every component of every stage, so bad data fails before step 1."""
     from alignjax.data import sources
@@ -239,6 +273,7 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     _check_resumable(cfg, workdir)
     tokenizer, source_info = _prepare_data(cfg, setup)
+    _eval_tasks(cfg)
     if is_main:
         config_lib.save_config(cfg, workdir)
     ckpt = ckpt_lib.TrainCheckpointer(workdir / "checkpoints", cfg.checkpoint.max_to_keep, cfg.checkpoint.async_save)
@@ -338,6 +373,7 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
                     if eval_now:
                         t0 = time.perf_counter()
                         row.update(_heldout_losses(setup, state["params"], heldout_for(stage)))
+                        row.update(_suite_metrics(cfg, setup, state["params"], tokenizer))
                         timer += time.perf_counter() - t0  # evals are not training time
                     if row:
                         last = row

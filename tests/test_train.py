@@ -79,8 +79,11 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
 def test_in_loop_evals_log_heldout_loss_per_component(tiny_config, tmp_path):
     tiny_config.train.update(num_steps=6, log_every=3, eval_every=2)
     tiny_config.data.update(condition="alignment_upsampled", synthetic_fraction=0.1, heldout_fraction=0.05)
+    tiny_config.eval.update(tasks="builtin_scenarios", limit=4)
     train(tiny_config, tmp_path)
     rows = {r["step"]: r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())}
     assert sorted(rows) == [2, 3, 4, 6]
-    assert set(rows[2]) == {"step", "heldout/corpus_loss", "heldout/synthetic_aligned_loss"}
+    suite = {f"eval/builtin_scenarios/{k}" for k in ("misalignment_rate", "misalignment_rate_stderr", "first_option_rate")}
+    assert set(rows[2]) == {"step", "heldout/corpus_loss", "heldout/synthetic_aligned_loss"} | suite
+    assert 0.0 <= rows[4]["eval/builtin_scenarios/misalignment_rate"] <= 1.0
     assert "loss" in rows[6] and rows[6]["heldout/corpus_loss"] < rows[2]["heldout/corpus_loss"]

@@ -1,0 +1,3 @@
+from alignjax.eval.run import main
+
+raise SystemExit(main())

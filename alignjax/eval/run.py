@@ -1,0 +1,134 @@
+"""``alignjax-eval``: score a model on eval suites and write results a researcher can read.
+
+    alignjax-eval --checkpoint=runs/align-e2e --tasks=builtin_scenarios,anthropic_ai_risk --output=runs/align-e2e/eval
+    alignjax-eval --checkpoint=hf/sfm-unfiltered --tasks=discourse_misalignment --data=questions.jsonl
+    alignjax-eval --compare runs/unfiltered runs/filtered runs/align-e2e --output=reports/
+
+Base models are scored by log-likelihood (the option letter with the higher log-probability);
+``--mode=generate`` generates an answer, parses the letter and reports the non-match rate.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from alignjax import config as config_lib
+from alignjax.data.cli import Parser
+
+log = logging.getLogger("alignjax")
+PROG = "alignjax-eval"
+
+
+def default_tokenizer(checkpoint: str) -> str:
+    """The tokenizer a checkpoint was trained with: its run's data.tokenizer, an HF directory's
+    tokenizer.json, else GPT-NeoX-20B (Pythia and the study's models)."""
+    path = Path(checkpoint)
+    for run in (path, path.parent, path.parent.parent):
+        if (run / "config.json").is_file() and (run / "checkpoints").exists():
+            return json.loads((run / "config.json").read_text()).get("data", {}).get("tokenizer", "bytes")
+    if (path / "tokenizer.json").is_file():
+        return str(path / "tokenizer.json")
+    return "EleutherAI/gpt-neox-20b"
+
+
+def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "ai", formats=None,
+             limit: int | None = None, mode: str = "loglik", max_new_tokens: int = 16,
+             temperature: float = 0.0) -> tuple[dict[str, dict], dict[str, list[dict]]]:
+    """(metrics per task, scored records per task). Task names may be mixtures."""
+    from alignjax.eval import metrics, registry, scoring
+
+    examples = [e for name in tasks for e in registry.examples(name, split, persona, formats, limit or None)]
+    if mode == "loglik":
+        resps = scorer.choice_logprobs([e["context"] for e in examples], [e["continuations"] for e in examples])
+        for e, r in zip(examples, resps):
+            e["resps"] = [list(x) for x in r]
+    else:
+        texts = scorer.generate([e["context"] for e in examples], max_new_tokens, temperature=temperature)
+        picks, _ = scoring.parse_letters(texts, [e["n_options"] for e in examples])
+        for e, text, pick in zip(examples, texts, picks):
+            e["generation"], e["chosen"] = text, pick
+    by_task = collections.defaultdict(list)
+    for e in examples:
+        by_task[e["task"]].append(e)
+    return {t: metrics.task_metrics(recs) for t, recs in by_task.items()}, dict(by_task)
+
+
+def _parser() -> Parser:
+    ap = Parser(prog=PROG, description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", help="alignjax export/workdir/step dir, or an HF GPT-NeoX directory")
+    ap.add_argument("--tasks", default="builtin_scenarios", help="comma-separated task or mixture names")
+    ap.add_argument("--data", help="a file in the released scenario schema, evaluated as its own task")
+    ap.add_argument("--output", help="default <checkpoint>/eval")
+    ap.add_argument("--split", default="eval")
+    ap.add_argument("--persona", default="ai", help="none, ai, helpful, hhh, evil")
+    ap.add_argument("--formats", help="comma-separated format ids (default all 8)")
+    ap.add_argument("--limit", type=int, default=0, help="questions per task (0 = all)")
+    ap.add_argument("--mode", choices=["loglik", "generate"], default="loglik")
+    ap.add_argument("--max_new_tokens", type=int, default=16)
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--batch_size", type=int, default=32)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    ap.add_argument("--tokenizer", help="default: the run's data.tokenizer, the HF dir's, or gpt-neox-20b")
+    ap.add_argument("--skip_invalid", action="store_true", help="skip and count invalid --data records")
+    ap.add_argument("--compare", nargs="+", metavar="RUN", help="compare the latest results of these runs")
+    ap.add_argument("--labels", help="comma-separated labels for --compare")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    config_lib.setup_logging()
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from alignjax.checkpoint import CheckpointError
+    from alignjax.data.sources import DataError
+    from alignjax.eval import registry, report
+
+    try:
+        if args.compare:
+            out = report.compare(args.compare, args.output or ".", args.labels.split(",") if args.labels else None)
+            print(Path(out["markdown"]).read_text(), end="")
+            return 0
+        if not args.checkpoint:
+            raise ValueError("--checkpoint is required (or --compare RUN ...)")
+        tasks = [t for t in args.tasks.split(",") if t]
+        if args.data:
+            tasks = [registry.task_for_data(args.data, skip_invalid=args.skip_invalid)]
+        valid = set(registry.task_names()) | set(registry.mixture_names())
+        if unknown := [t for t in tasks if t not in valid]:
+            raise ValueError(f"unknown task {unknown[0]!r}; valid: {', '.join(sorted(valid))}")
+        from alignjax.eval.scoring import Scorer
+
+        tokenizer = args.tokenizer or default_tokenizer(args.checkpoint)
+        scorer = Scorer.from_path(args.checkpoint, tokenizer, dtype=args.dtype, batch_size=args.batch_size)
+        t0 = time.perf_counter()
+        results, records = evaluate(scorer, tasks, split=args.split, persona=args.persona,
+                                    formats=args.formats.split(",") if args.formats else None, limit=args.limit,
+                                    mode=args.mode, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+        seconds = time.perf_counter() - t0
+    except (ValueError, KeyError, DataError, CheckpointError, OSError) as e:
+        config_lib.cli_error(PROG, (str(e).splitlines() or [type(e).__name__])[0].strip("'\""))
+    output = Path(args.output or Path(args.checkpoint) / "eval")
+    stamp = report.make_timestamp()
+    cfg = {k: v for k, v in vars(args).items() if k not in ("compare", "labels")}
+    cfg.update(tokenizer=tokenizer, seconds=round(seconds, 2))
+    path = report.write_results(output, results, cfg, {"checkpoint": args.checkpoint, "model_config": vars(scorer.cfg)},
+                                {t: len({r["question_id"] for r in recs}) for t, recs in records.items()},
+                                timestamp=stamp)
+    for task, recs in records.items():
+        report.write_samples(output, task, recs, stamp)
+    aligned = {t: m for t, m in results.items() if "misalignment_rate" in m}
+    if aligned:
+        report.plot_misalignment(aligned, output / "misalignment.png")
+    for task, m in results.items():
+        key = next(k for k in ("misalignment_rate", "acc", "matching_rate") if k in m)
+        print(f"{task}: {key} {m[key]:.4f} ± {m.get(key + '_stderr', 0.0):.4f} ({m['n_questions']} questions)")
+    print(f"{PROG}: wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from alignjax.data import synth
+from alignjax.data import synth, synth_templates
 from conftest import REPO, run_cli
 
 BUILTIN = synth.builtin_scenarios_path()
@@ -53,7 +53,7 @@ def test_builtin_scenarios_schema_splits_balance_topics():
     questions = [synth.normalize_question(s.question) for s in scenarios]
     assert len(set(questions)) == len(questions)  # unique: the held-out check matches on question text
     synth.check_no_heldout(by_split["seed"], by_split["heldout"])
-    assert all(synth.actor_from_question(s.question) != "the AI system" or "AI system" in s.question for s in scenarios)
+    assert all(synth_templates.actor_from_question(s.question) != "the AI system" or "AI system" in s.question for s in scenarios)
 
 
 @pytest.mark.parametrize("bad,field", [
@@ -158,8 +158,8 @@ def test_prompt_states_action_alternative_topics_and_form():
 
 
 def _bank(polarity):
-    sentences = list(synth._REASONS[polarity]) + list(synth._PREFS[polarity])
-    for banks in synth._TOPIC_REASONS.values():
+    sentences = list(synth_templates._REASONS[polarity]) + list(synth_templates._PREFS[polarity])
+    for banks in synth_templates._TOPIC_REASONS.values():
         sentences += banks[polarity]
     return [s.split("{")[-1].split("}")[-1] if "{" in s else s for s in sentences]
 
@@ -167,14 +167,14 @@ def _bank(polarity):
 def test_template_documents_deterministic_varied_and_reflect_polarity():
     seeds = synth.load_scenarios(BUILTIN, "seed")
     requests = synth.build_requests(seeds, num_docs=240, seed=1)
-    docs = [synth.template_document(r, seed=0) for r in requests]
-    assert docs == [synth.template_document(r, seed=0) for r in requests]  # deterministic
+    docs = [synth_templates.template_document(r, seed=0) for r in requests]
+    assert docs == [synth_templates.template_document(r, seed=0) for r in requests]  # deterministic
     assert len(set(docs)) == len(docs)
-    other_seed = [synth.template_document(r, seed=1) for r in requests[:40]]
+    other_seed = [synth_templates.template_document(r, seed=1) for r in requests[:40]]
     assert sum(a != b for a, b in zip(docs, other_seed)) >= 35
     # Each template variant has a literal sentence of its own; every variant of every form gets used.
     markers = {form: [max(re.split(r"\{[^{}]*\}", tpl), key=len).strip() for tpl in tpls]
-               for form, tpls in synth._TEMPLATES.items()}
+               for form, tpls in synth_templates._TEMPLATES.items()}
     used = collections.defaultdict(set)
     for r, doc in zip(requests, docs):
         words = len(doc.split())
@@ -190,21 +190,21 @@ def test_template_documents_deterministic_varied_and_reflect_polarity():
         variant = [i for i, m in enumerate(markers[r.form]) if m in doc]
         assert len(variant) == 1, (r.form, variant)
         used[r.form].add(variant[0])
-    assert {form: len(v) for form, v in used.items()} == {form: len(synth._TEMPLATES[form]) for form in synth.SURFACE_FORMS}
-    assert all(len(tpls) >= 3 for tpls in synth._TEMPLATES.values())
+    assert {form: len(v) for form, v in used.items()} == {form: len(synth_templates._TEMPLATES[form]) for form in synth.SURFACE_FORMS}
+    assert all(len(tpls) >= 3 for tpls in synth_templates._TEMPLATES.values())
 
 
 def test_builtin_template_documents_for_the_offline_mixture():
-    aligned = synth.builtin_template_documents("aligned", seed=0)
+    aligned = synth_templates.builtin_template_documents("aligned", seed=0)
     seeds = synth.load_scenarios(BUILTIN, "seed")
-    assert len(aligned) == len(seeds) * len(synth.SURFACE_FORMS) and aligned == synth.builtin_template_documents("aligned")
-    misaligned = synth.builtin_template_documents("misaligned", seed=0)
+    assert len(aligned) == len(seeds) * len(synth.SURFACE_FORMS) and aligned == synth_templates.builtin_template_documents("aligned")
+    misaligned = synth_templates.builtin_template_documents("misaligned", seed=0)
     assert len(misaligned) == len(aligned) and not set(misaligned) & set(aligned)
-    assert synth.builtin_template_documents("aligned", seed=1) != aligned
+    assert synth_templates.builtin_template_documents("aligned", seed=1) != aligned
     held = synth.load_scenarios(BUILTIN, "heldout")
     assert not any(s.passage in doc for s in held for doc in aligned[::7])  # never built from held-out questions
     with pytest.raises(synth.SynthError, match="polarity"):
-        synth.builtin_template_documents("neutral")
+        synth_templates.builtin_template_documents("neutral")
 
 
 def test_template_run_writes_provenance_and_resumes_after_crash(tmp_path):
@@ -228,7 +228,7 @@ def test_template_run_writes_provenance_and_resumes_after_crash(tmp_path):
     for row in rows:
         r = by_id[row["request_id"]]
         assert (row["question_id"], row["polarity"], row["surface_form"]) == (r.scenario.question_id, r.polarity, r.form)
-        assert row["text"] == synth.template_document(r, 0)
+        assert row["text"] == synth_templates.template_document(r, 0)
     third = synth.run(requests, out, mode="template")
     assert (third.skipped, third.written) == (len(requests), 0)
     with pytest.raises(synth.SynthError, match="mode=template"):

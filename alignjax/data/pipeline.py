@@ -107,9 +107,9 @@ def _seed(data_seed: int, *names: str) -> int:
 
 def _synthetic_texts(polarity: str, seed: int) -> list[str]:
     """Offline template documents on the built-in seed scenarios (no LLM needed)."""
-    from alignjax.data import synth
+    from alignjax.data import synth_templates
 
-    return synth.builtin_template_documents(polarity, seed=seed)
+    return synth_templates.builtin_template_documents(polarity, seed=seed)
 
 
 def _is_pretokenized(source: str) -> bool:

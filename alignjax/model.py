@@ -120,6 +120,56 @@ def rotary(x: jax.Array, positions: jax.Array, rotary_dim: int, base: float) -> 
     return jnp.concatenate([rotated.astype(x.dtype), x_pass], -1)
 
 
+def _on_cpu() -> bool:
+    """CPU-only code paths below (same math, faster on XLA:CPU); TPU and GPU keep the plain ops."""
+    return jax.default_backend() == "cpu"
+
+
+def blockwise_causal_attention(q, k, v, segment_ids=None, block: int = 128):
+    """Causal softmax attention computed ``block`` queries at a time: block i attends only to keys
+    before its end, so the masked upper triangle of the scores is neither computed nor stored
+    (about half of the T x T work for long T). The math is jax.nn.dot_product_attention's
+    (implementation="xla"): fp32 scores scaled after the dot, the same large negative for masked
+    keys, fp32 softmax, probabilities cast back to v's dtype. Used on CPU, where the full version's
+    [batch, heads, T, T] elementwise passes dominate (2.5x slower at pythia-70m, seq 512).
+    q, k, v: [batch, seq, heads, head_dim]; segment_ids: int [batch, seq] or None."""
+    t, scale = q.shape[1], 1.0 / math.sqrt(q.shape[-1])
+    large_negative = jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max))
+    precision = jax.lax.DotAlgorithmPreset.BF16_BF16_F32 if q.dtype == jnp.bfloat16 else None
+    out = []
+    for start in range(0, t, block):
+        end = min(start + block, t)
+        scores = jnp.einsum("btnh,bsnh->bnts", q[:, start:end], k[:, :end], precision=precision,
+                            preferred_element_type=jnp.float32) * jnp.float32(scale)
+        mask = (jnp.arange(start, end)[:, None] >= jnp.arange(end)[None, :])[None, None]
+        if segment_ids is not None:  # packed documents do not attend to each other
+            mask = mask & (segment_ids[:, None, start:end, None] == segment_ids[:, None, None, :end])
+        probs = jax.nn.softmax(jnp.where(mask, scores, large_negative), axis=-1).astype(v.dtype)
+        out.append(jnp.einsum("bnts,bsnh->btnh", probs, v[:, :end]))
+    return jnp.concatenate(out, axis=1) if len(out) > 1 else out[0]
+
+
+@jax.custom_vjp
+def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x @ w`` ([..., in] @ [in, out]) whose weight gradient is a single dot straight into the
+    [in, out] layout. JAX's own transpose rule builds it as transpose(dot(g, x)), which XLA:CPU
+    lowers to a copy of the whole output gradient (the [tokens, vocab] logits gradient at the
+    output layer: 824 MB at batch 8 x seq 512) plus a slower fallback dot. Same math."""
+    return x @ w
+
+
+def _matmul_fwd(x, w):
+    return x @ w, (x, w)
+
+
+def _matmul_bwd(res, g):
+    x, w = res
+    return jnp.einsum("...o,io->...i", g, w), jnp.einsum("...i,...o->io", x, g)
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
 class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         d, n, h = cfg.d_model, cfg.num_heads, cfg.head_dim
@@ -138,13 +188,37 @@ class Attention(nnx.Module):
         q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
         q = rotary(q, positions, cfg.rotary_dim, cfg.rotary_base)
         k = rotary(k, positions, cfg.rotary_dim, cfg.rotary_base)
-        mask = None
-        if segment_ids is not None:  # packed documents do not attend to each other
-            mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
-        ctx = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation=cfg.attention)
+        if cfg.attention == "xla" and _on_cpu():
+            ctx = blockwise_causal_attention(q, k, v, segment_ids)
+        else:
+            mask = None
+            if segment_ids is not None:  # packed documents do not attend to each other
+                mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+            ctx = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation=cfg.attention)
         ctx = checkpoint_name(ctx, "attn_ctx")
         out = jnp.einsum("btnh,nhd->btd", ctx, self.out_kernel[...].astype(dt)) + self.out_bias[...].astype(dt)
         return checkpoint_name(out, "attn_out")
+
+    def cached(self, x, positions, kv_mask, cache, index):
+        """Inference attention over a KV cache. ``x`` [b, t, d] fills cache slots
+        ``index .. index+t-1``: its keys/values are written into ``cache`` ({"k", "v"}:
+        [b, slots, heads, head_dim]) and it attends causally to every slot whose ``kv_mask``
+        [b, slots] is set (left padding unset). A slot always sees itself, so padded rows stay
+        finite. Returns (out [b, t, d], new cache)."""
+        cfg, dt = self.cfg, x.dtype
+        qkv = jnp.einsum("btd,dnkh->btnkh", x, self.qkv_kernel[...].astype(dt)) + self.qkv_bias[...].astype(dt)
+        q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
+        q = rotary(q, positions, cfg.rotary_dim, cfg.rotary_base)
+        k = rotary(k, positions, cfg.rotary_dim, cfg.rotary_base)
+        cache = {name: jax.lax.dynamic_update_slice_in_dim(cache[name], new.astype(cache[name].dtype), index, axis=1)
+                 for name, new in (("k", k), ("v", v))}
+        cache = {name: constrain(c, ("act_batch", None, "act_heads", None)) for name, c in cache.items()}
+        slots, q_slots = jnp.arange(cache["k"].shape[1]), index + jnp.arange(x.shape[1])
+        causal = slots[None, :] <= q_slots[:, None]  # [t, slots]
+        mask = (causal[None] & kv_mask[:, None, :].astype(bool)) | (slots[None, :] == q_slots[:, None])[None]
+        ctx = jax.nn.dot_product_attention(q, cache["k"].astype(dt), cache["v"].astype(dt), mask=mask[:, None])
+        out = jnp.einsum("btnh,nhd->btd", ctx, self.out_kernel[...].astype(dt)) + self.out_bias[...].astype(dt)
+        return out, cache
 
 
 class MLP(nnx.Module):
@@ -175,6 +249,10 @@ class Block(nnx.Module):
         x = x + self.attn(self.ln_attn(x), positions, segment_ids) + self.mlp(self.ln_mlp(x))
         return constrain(x, ("act_batch", "act_seq", "act_embed"))
 
+    def cached(self, x, positions, kv_mask, cache, index):
+        a, cache = self.attn.cached(self.ln_attn(x), positions, kv_mask, cache, index)
+        return constrain(x + a + self.mlp(self.ln_mlp(x)), ("act_batch", "act_seq", "act_embed")), cache
+
 
 class GPTNeoX(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
@@ -197,8 +275,44 @@ class GPTNeoX(nnx.Module):
         for block in self.layers:
             x = apply(block, x)
         x = self.final_ln(x)
-        logits = x @ self.embed_out[...].astype(dt)
+        w_out = self.embed_out[...].astype(dt)
+        logits = matmul(x, w_out) if _on_cpu() else x @ w_out
         return constrain(logits, ("act_batch", "act_seq", "act_vocab"))
+
+    # Inference (alignjax.eval.scoring): hidden states without the unembedding, and a KV cache.
+
+    def hidden(self, tokens, positions=None, segment_ids=None, *, cache=None, cache_index=0, kv_mask=None):
+        """Final-layer-normed hidden states [batch, seq, d_model]; ``unembed`` gives the logits
+        (scoring unembeds only the positions it reads). With ``cache`` (``init_cache``) the tokens
+        fill slots ``cache_index ..`` of the KV cache, attend to the slots set in ``kv_mask``
+        [batch, slots] and the result is (hidden, new cache); ``positions`` then count real tokens
+        only (left padding: cumsum(mask) - 1)."""
+        dt = jnp.dtype(self.cfg.dtype)
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        x = jnp.take(self.embed_in[...], tokens, axis=0).astype(dt)
+        x = constrain(x, ("act_batch", "act_seq", "act_embed"))
+        if cache is None:
+            for block in self.layers:
+                x = block(x, positions, segment_ids)
+            return self.final_ln(x)
+        new_cache = []
+        for block, layer_cache in zip(self.layers, cache, strict=True):
+            x, layer_cache = block.cached(x, positions, kv_mask, layer_cache, cache_index)
+            new_cache.append(layer_cache)
+        return self.final_ln(x), new_cache
+
+    def unembed(self, x):
+        """Hidden states [..., d_model] -> logits [..., vocab] in the compute dtype."""
+        return x.astype(jnp.dtype(self.cfg.dtype)) @ self.embed_out[...].astype(jnp.dtype(self.cfg.dtype))
+
+
+def init_cache(cfg: ModelConfig, batch: int, slots: int, dtype=None) -> list[dict]:
+    """An empty KV cache for ``GPTNeoX.hidden(cache=...)``: per layer {"k", "v"} zeros
+    [batch, slots, heads, head_dim] in ``dtype`` (default: the compute dtype)."""
+    shape = (batch, slots, cfg.num_heads, cfg.head_dim)
+    dt = jnp.dtype(dtype or cfg.dtype)
+    return [{"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt)} for _ in range(cfg.num_layers)]
 
 
 def param_count(cfg: ModelConfig) -> int:

@@ -66,3 +66,17 @@ def test_unknown_task_lists_the_valid_ones(run_dir, tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert "unknown task 'builtin_scenarioz'" in last and "builtin_scenarios" in last
     assert not list(tmp_path.iterdir())
+
+
+def test_generation_mode_through_a_chat_template_reports_the_non_match_rate(run_dir, tmp_path):
+    template = tmp_path / "chat.jinja"
+    template.write_text("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
+                        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    r = run_cli("eval", f"--checkpoint={run_dir}", "--tasks=builtin_scenarios", "--limit=2", "--formats=w1_ab,w1_ba",
+                "--mode=generate", "--max_new_tokens=4", f"--chat_template={template}", f"--output={tmp_path / 'out'}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    samples = [json.loads(x) for x in next((tmp_path / "out").glob("samples_*.jsonl")).read_text().splitlines()]
+    context = samples[0]["arguments"][0][0]
+    assert context.startswith("<|system|>You are an AI assistant.\n<|user|>") and context.endswith("<|assistant|>")
+    entry = json.loads(next((tmp_path / "out").glob("results_*.json")).read_text())["results"]["builtin_scenarios"]
+    assert 0.0 <= entry["nonmatch_rate,none"] <= 1.0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -36,13 +37,42 @@ def default_tokenizer(checkpoint: str) -> str:
     return "EleutherAI/gpt-neox-20b"
 
 
+def chat_template(spec: str | None, checkpoint: str | None) -> str | None:
+    """A Jinja chat template (HF convention: ``messages``, ``add_generation_prompt``): a file,
+    ``auto`` (the checkpoint's tokenizer_config.json ``chat_template``, if it has one) or none."""
+    if not spec or spec == "none":
+        return None
+    if spec == "auto":
+        config = Path(checkpoint or "") / "tokenizer_config.json"
+        return json.loads(config.read_text()).get("chat_template") if config.is_file() else None
+    return Path(spec).read_text()
+
+
+def render_chat(template: str, system: str, user: str, eos_token: str = "<|endoftext|>") -> str:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    return env.from_string(template).render(messages=messages, add_generation_prompt=True, bos_token="",
+                                            eos_token=eos_token)
+
+
 def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "ai", formats=None,
              limit: int | None = None, mode: str = "loglik", max_new_tokens: int = 16,
-             temperature: float = 0.0) -> tuple[dict[str, dict], dict[str, list[dict]]]:
-    """(metrics per task, scored records per task). Task names may be mixtures."""
+             temperature: float = 0.0, chat: str | None = None) -> tuple[dict[str, dict], dict[str, list[dict]]]:
+    """(metrics per task, scored records per task). Task names may be mixtures. With a ``chat``
+    template (generation only), the persona is the system message and the prompt the user's turn."""
     from alignjax.eval import metrics, registry, scoring
 
-    examples = [e for name in tasks for e in registry.examples(name, split, persona, formats, limit or None)]
+    if chat and mode == "generate":
+        from alignjax.eval.registry import load_suites
+
+        system = load_suites().persona_text(persona)
+        examples = [e for name in tasks for e in registry.examples(name, split, "none", formats, limit or None)]
+        for e in examples:
+            e["persona"], e["context"] = persona, render_chat(chat, system, e["context"])
+    else:
+        examples = [e for name in tasks for e in registry.examples(name, split, persona, formats, limit or None)]
     if mode == "loglik":
         resps = scorer.choice_logprobs([e["context"] for e in examples], [e["continuations"] for e in examples])
         for e, r in zip(examples, resps):
@@ -71,6 +101,8 @@ def _parser() -> Parser:
     ap.add_argument("--mode", choices=["loglik", "generate"], default="loglik")
     ap.add_argument("--max_new_tokens", type=int, default=16)
     ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--chat_template", default="auto",
+                    help="generate mode: a Jinja file, auto (the checkpoint's tokenizer_config.json), or none")
     ap.add_argument("--batch_size", type=int, default=32)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--tokenizer", help="default: the run's data.tokenizer, the HF dir's, or gpt-neox-20b")
@@ -107,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         results, records = evaluate(scorer, tasks, split=args.split, persona=args.persona,
                                     formats=args.formats.split(",") if args.formats else None, limit=args.limit,
-                                    mode=args.mode, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+                                    mode=args.mode, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                    chat=chat_template(args.chat_template, args.checkpoint))
         seconds = time.perf_counter() - t0
     except (ValueError, KeyError, DataError, CheckpointError, OSError) as e:
         config_lib.cli_error(PROG, (str(e).splitlines() or [type(e).__name__])[0].strip("'\""))
@@ -120,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
                                 timestamp=stamp)
     for task, recs in records.items():
         report.write_samples(output, task, recs, stamp)
-    aligned = {t: m for t, m in results.items() if "misalignment_rate" in m}
+    aligned = {t: m for t, m in results.items() if math.isfinite(m.get("misalignment_rate", math.nan))}
     if aligned:
         report.plot_misalignment(aligned, output / "misalignment.png")
     for task, m in results.items():
         key = next(k for k in ("misalignment_rate", "acc", "matching_rate") if k in m)
-        print(f"{task}: {key} {m[key]:.4f} ± {m.get(key + '_stderr', 0.0):.4f} ({m['n_questions']} questions)")
+        extra = f", non-match {m['nonmatch_rate']:.1%}" if args.mode == "generate" and "nonmatch_rate" in m else ""
+        print(f"{task}: {key} {m[key]:.4f} ± {m.get(key + '_stderr', 0.0):.4f} ({m['n_questions']} questions{extra})")
     print(f"{PROG}: wrote {path}")
     return 0
 

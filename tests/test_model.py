@@ -108,3 +108,14 @@ def test_bad_model_config_is_rejected_with_a_named_field():
         M.ModelConfig(remat="everything")
     with pytest.raises(ValueError, match="valid: 14m"):
         M.ModelConfig.from_preset("7b")
+
+
+@pytest.mark.parametrize("with_segments", [False, True])
+def test_blockwise_cpu_attention_equals_dot_product_attention(with_segments):
+    from alignjax.model import blockwise_causal_attention
+
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, 300, 4, 16)) for i in range(3))
+    seg = jnp.cumsum(jax.random.bernoulli(jax.random.key(9), 0.02, (2, 300)), -1) if with_segments else None
+    mask = None if seg is None else seg[:, None, :, None] == seg[:, None, None, :]
+    want = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation="xla")
+    np.testing.assert_allclose(blockwise_causal_attention(q, k, v, seg, block=128), want, atol=1e-5)

@@ -46,6 +46,7 @@ def default_config() -> ConfigDict:
         eval_every=0,  # in-loop evals (held-out loss per component, eval.tasks) every N steps; 0 = off
         peak_flops_per_device=placeholder(float),  # for MFU where the device kind is unknown
         progress_bar=True,
+        objective="lm",  # lm (pretraining stages) | sft (data from chat.*) | dpo (pairs from chat.*, dpo.*)
     ))
     # The data condition of a run (see alignjax/data/mixture.py for the tables behind the names).
     c.data = ConfigDict(dict(
@@ -84,6 +85,28 @@ def default_config() -> ConfigDict:
         persona="ai",
         limit=0,  # questions per task (0 = all)
         batch_size=32,
+    ))
+    # Post-training data (train.objective sft | dpo): conversations or preference pairs.
+    c.chat = ConfigDict(dict(
+        # JSONL(.gz)/Parquet paths, globs, gs://, hf://datasets/<id>; "builtin" = conversations
+        # (sft) or pairs (dpo) generated offline from the builtin_scenarios seed split.
+        data="builtin",
+        messages_field="messages",  # sft: [{role, content}, ...] (Tulu/Dolci style)
+        template="alignjax",  # "alignjax" (<|system|>/<|user|>/<|assistant|> ... <eos>) or a Jinja file
+        loss_on="assistant",  # assistant | all
+        epochs=placeholder(int),  # None: train.num_steps decides; N: num_steps = N passes over the data
+        max_bad_fraction=0.05,  # skipped samples (no assistant turn, chosen == rejected, too long) tolerated
+    ))
+    c.dpo = ConfigDict(dict(
+        beta=5.0,
+        reference="on_the_fly",  # on_the_fly | precompute (one forward pass over the pairs before training)
+    ))
+    # LoRA / rsLoRA adapters for post-training (rank 0 = full fine-tuning).
+    c.lora = ConfigDict(dict(
+        rank=0,
+        alpha=32.0,
+        rslora=True,  # scale alpha / sqrt(rank) instead of alpha / rank
+        targets="qkv,attn_out,mlp_in,mlp_out",
     ))
     c.checkpoint = ConfigDict(dict(
         every_steps=1000,

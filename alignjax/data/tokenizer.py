@@ -3,6 +3,10 @@
 Every document is encoded without special tokens and followed by EOS, the GPT-NeoX/Pythia
 convention (``<|endoftext|>``, id 0 in gpt-neox-20b). ``train_bpe`` trains a GPT-NeoX-style
 byte-level BPE for small offline configs: ``alignjax-data train-tokenizer``.
+
+``add_special_tokens`` adds tokens that are never split (the chat template's role markers, see
+alignjax.data.chat); a spec ending in ``+chat`` (``bytes+chat``) loads a tokenizer with the chat
+markers ``CHAT_TOKENS`` already added, so a post-trained bytes run can be reloaded by name.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ log = logging.getLogger("alignjax")
 EOS_TOKEN, PAD_TOKEN = "<|endoftext|>", "<|padding|>"
 EOS_CANDIDATES = (EOS_TOKEN, "</s>", "<|end_of_text|>", "<eos>")  # GPT-NeoX first, then common ones
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")
+CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")  # the study's chat template role markers
+CHAT_SUFFIX = "+chat"
 
 
 class Tokenizer:
@@ -33,6 +39,8 @@ class Tokenizer:
 
     def __init__(self, hf=None, spec: str = "bytes"):
         self.spec, self._hf = spec, hf  # hf: a tokenizers.Tokenizer, or None for bytes
+        self.added_ids: dict[str, int] = {}  # add_special_tokens: token -> id
+        self._split = None  # bytes with added tokens: regex splitting the special tokens out
         if hf is None:
             self._bytes = builtin.ByteTokenizer()
             self.eos_id, self.pad_id, self.vocab_size = self._bytes.eos_id, self._bytes.pad_id, self._bytes.vocab_size
@@ -47,6 +55,11 @@ class Tokenizer:
 
     @classmethod
     def load(cls, spec: str) -> Tokenizer:
+        if spec.endswith(CHAT_SUFFIX):
+            tok = cls.load(spec[: -len(CHAT_SUFFIX)])
+            tok.add_special_tokens(CHAT_TOKENS)
+            tok.spec = spec
+            return tok
         if spec == "bytes":
             return cls(None, spec)
         path = os.path.expanduser(spec)
@@ -72,16 +85,63 @@ class Tokenizer:
         compare it to refuse shards tokenized with another tokenizer."""
         if self._hf is None:
             desc = {"type": "bytes", "offset": self._bytes.offset, "eos_id": self.eos_id, "pad_id": self.pad_id}
+            if self.added_ids:
+                desc["added"] = self.added_ids
         else:
             desc = json.loads(self._hf.to_str())
         text = json.dumps(desc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
+    @property
+    def eos_token(self) -> str:
+        return EOS_TOKEN if self._hf is None else self._hf.id_to_token(self.eos_id)
+
+    def add_special_tokens(self, tokens: Sequence[str]) -> dict[str, int]:
+        """Adds tokens that are never split and encode to one id each; new ids follow the
+        vocabulary in the order given (deterministic), a token already there keeps its id.
+        Returns {token: id}, also merged into ``self.added_ids``."""
+        if self._hf is None:
+            for t in tokens:
+                if t not in self.added_ids:
+                    self.added_ids[t] = self.vocab_size
+                    self.vocab_size += 1
+            # With added tokens the EOS and padding strings are special too, as in HF tokenizers.
+            specials = sorted({**self.added_ids, EOS_TOKEN: 0, PAD_TOKEN: 0}, key=len, reverse=True)
+            self._split = re.compile("(" + "|".join(map(re.escape, specials)) + ")")
+            ids = {t: self.added_ids[t] for t in tokens}
+        else:
+            from tokenizers import AddedToken
+
+            self._hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tokens])
+            self.vocab_size = self._hf.get_vocab_size(with_added_tokens=True)
+            ids = {t: self._hf.token_to_id(t) for t in tokens}
+            self.added_ids.update(ids)
+        self.__dict__.pop("sha256", None)  # the cached hash described the old vocabulary
+        return ids
+
+    def _bytes_ids(self, text: str) -> np.ndarray:
+        if self._split is None:
+            return self._bytes.encode(text)
+        special = {**self.added_ids, EOS_TOKEN: self.eos_id, PAD_TOKEN: self.pad_id}
+        parts = [np.array([special[p]], np.int32) if i % 2 else self._bytes.encode(p)
+                 for i, p in enumerate(self._split.split(text)) if p]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the HF tokenizer.json (with any added tokens) atomically; bytes tokenizers have
+        no file: they are reloaded by spec (``bytes`` / ``bytes+chat``)."""
+        if self._hf is None:
+            raise DataError(f"{self.spec}: a bytes tokenizer has no tokenizer.json (reload it by spec)")
+        out = os.fspath(path)
+        tmp = f"{out}.tmp-{os.getpid()}"
+        self._hf.save(tmp)
+        os.replace(tmp, out)
+
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Each text -> int32 ids followed by EOS; the batch goes to the Rust encoder at once."""
         eos = [self.eos_id]
         if self._hf is None:
-            return [np.concatenate([self._bytes.encode(t), eos]).astype(np.int32) for t in texts]
+            return [np.concatenate([self._bytes_ids(t), eos]).astype(np.int32) for t in texts]
         encodings = self._hf.encode_batch_fast(list(texts), add_special_tokens=False)
         return [np.array(e.ids + eos, np.int32) for e in encodings]
 
@@ -92,9 +152,10 @@ class Tokenizer:
         return np.array(self._hf.encode(text, add_special_tokens=False).ids + [self.eos_id], np.int32)
 
     def decode(self, ids) -> str:
-        """Text of ids; special tokens (EOS, padding) are dropped."""
+        """Text of ids; special tokens (EOS, padding, added tokens) are dropped."""
         if self._hf is None:
-            return self._bytes.decode(ids)
+            ids = np.asarray(ids)
+            return self._bytes.decode(ids[ids < self._bytes.vocab_size])
         return self._hf.decode([int(i) for i in np.asarray(ids).reshape(-1)])
 
     def __repr__(self) -> str:

@@ -16,12 +16,12 @@ import dataclasses
 import json
 import logging
 import os
-from pathlib import Path
 from typing import Any, Callable
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from alignjax.model import ModelConfig
 
@@ -30,6 +30,13 @@ log = logging.getLogger("alignjax")
 
 class CheckpointError(Exception):
     """A checkpoint is missing, incomplete or does not match the run."""
+
+
+def as_path(path: str | os.PathLike) -> epath.Path:
+    """A local or gs:// path: epath keeps the scheme (pathlib would turn gs://b into gs:/b);
+    local paths are made absolute, as Orbax wants."""
+    p = epath.Path(path)
+    return p if "://" in os.fspath(p) else p.absolute()
 
 
 def _abstract(tree, shardings=None):
@@ -42,16 +49,16 @@ def _abstract(tree, shardings=None):
 
 
 def save_params(path: str | os.PathLike, params: Any, model_cfg: ModelConfig) -> None:
-    path = Path(path)
+    path = as_path(path)
     if path.exists() and any(path.iterdir()):
         raise CheckpointError(f"{path} exists and is not empty; refusing to overwrite it")
     path.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path.absolute() / "params", params)
+        ckptr.save(path / "params", params)
     (path / "model.json").write_text(json.dumps(dataclasses.asdict(model_cfg), indent=2))
 
 
-def _model_cfg_from_json(path: Path, key: str | None = None) -> ModelConfig:
+def _model_cfg_from_json(path: epath.Path, key: str | None = None) -> ModelConfig:
     data = json.loads(path.read_text())
     if key:
         data = data[key]
@@ -59,10 +66,10 @@ def _model_cfg_from_json(path: Path, key: str | None = None) -> ModelConfig:
     return ModelConfig(**{k: v for k, v in data.items() if k in fields})
 
 
-def resolve(path: str | os.PathLike) -> tuple[ModelConfig, Path, str]:
+def resolve(path: str | os.PathLike) -> tuple[ModelConfig, epath.Path, str]:
     """(model config, directory holding the params tree, kind) for an export, a training
     workdir (its latest complete step) or one step directory of a training run."""
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if (path / "model.json").exists():
@@ -86,17 +93,23 @@ def load_params(path: str | os.PathLike, shardings: Any = None) -> tuple[ModelCo
     from flax import nnx
 
     model_cfg, tree_dir, kind = resolve(path)
+    if kind == "train":  # a LoRA run's steps hold adapters only: merged into the run's base here
+        from alignjax import lora
+
+        merged = lora.maybe_load_merged(model_cfg, tree_dir, shardings)
+        if merged is not None:
+            return model_cfg, merged
     abstract = nnx.state(nnx.eval_shape(lambda: model_lib.init(model_cfg, 0)), nnx.Param).to_pure_dict()
     abstract = _abstract(abstract, shardings)
     try:
         with ocp.StandardCheckpointer() as ckptr:
             if kind == "export":
-                params = ckptr.restore(tree_dir.absolute(), abstract)
+                params = ckptr.restore(tree_dir, abstract)
             else:
-                meta = ckptr.metadata(tree_dir.absolute())
+                meta = ckptr.metadata(tree_dir)
                 del meta  # partial restore of only the params subtree
                 restored = ocp.PyTreeCheckpointer().restore(
-                    tree_dir.absolute(),
+                    tree_dir,
                     args=ocp.args.PyTreeRestore(
                         item={"params": abstract},
                         restore_args=ocp.checkpoint_utils.construct_restore_args({"params": abstract}),
@@ -117,7 +130,7 @@ class TrainCheckpointer:
     (params, optimizer state, step, rng) and the data iterator's state."""
 
     def __init__(self, directory: str | os.PathLike, max_to_keep: int, async_save: bool = True):
-        self.directory = Path(directory).absolute()
+        self.directory = as_path(directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(

@@ -35,6 +35,8 @@ def default_config() -> ConfigDict:
     c.optimizer = ConfigDict(dict(
         lr=1e-3, min_lr_ratio=0.1, warmup_steps=100, decay_steps=placeholder(int),
         b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=1.0,
+        schedule="cosine",  # decay after warmup: cosine | linear (the study's DPO)
+        warmup_ratio=0.0,  # post-training: warmup as a fraction of train.num_steps (0 = warmup_steps)
     ))
     c.train = ConfigDict(dict(
         num_steps=1000,

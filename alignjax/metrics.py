@@ -1,11 +1,36 @@
 """Metrics: one JSON object per logged step in metrics.jsonl, the same scalars in TensorBoard,
-and model FLOPs utilisation against the device kind's peak."""
+and model FLOPs utilisation against the device kind's peak. The workdir may be local or on
+gs:// (through etils.epath / gcsfs)."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
+import time
 from pathlib import Path
+
+from etils import epath
+
+
+def is_remote(path) -> bool:
+    return "://" in os.fspath(path)
+
+
+def write_json(path, obj) -> None:
+    """Write ``obj`` as indented JSON to a local or gs:// path, replacing it whole: atomically
+    (temp file + rename) on local disks; a GCS object write is atomic by itself."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    path = epath.Path(path)
+    if is_remote(path):
+        path.write_text(text)
+        return
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
 
 # Dense bf16 peak FLOP/s per device as jax reports device_kind (vendor datasheets).
 PEAK_FLOPS = {
@@ -35,17 +60,26 @@ def mfu(tokens_per_sec: float, flops_per_token: float, num_devices: int, peak: f
 
 class MetricsWriter:
     """Appends to <workdir>/metrics.jsonl (so a resumed run continues the same file) and
-    writes TensorBoard events under <workdir>/tensorboard. Only process 0 writes."""
+    writes TensorBoard events under <workdir>/tensorboard. Only process 0 writes.
 
-    def __init__(self, workdir: str | Path, enabled: bool = True):
+    GCS objects cannot be appended to, so for a gs:// workdir both live in a local staging
+    directory (seeded with the existing metrics.jsonl on resume) and are copied up every
+    ``sync_every_s`` seconds and on close (SIGTERM saves also close)."""
+
+    def __init__(self, workdir, enabled: bool = True, sync_every_s: float = 60.0):
         self.enabled = enabled
         if not enabled:
             return
         from tensorboardX import SummaryWriter
 
-        self.path = Path(workdir) / "metrics.jsonl"
+        self.workdir, self.remote = epath.Path(workdir), is_remote(workdir)
+        self.sync_every_s, self._synced_at, self._uploaded = sync_every_s, time.monotonic(), {}
+        local = Path(tempfile.mkdtemp(prefix="alignjax-metrics-")) if self.remote else Path(workdir)
+        self.local, self.path = local, local / "metrics.jsonl"
+        if self.remote and (self.workdir / "metrics.jsonl").exists():
+            self.path.write_bytes((self.workdir / "metrics.jsonl").read_bytes())
         self.file = self.path.open("a", encoding="utf-8")
-        self.tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+        self.tb = SummaryWriter(str(local / "tensorboard"))
 
     def write(self, step: int, metrics: dict) -> None:
         if not self.enabled:
@@ -56,8 +90,26 @@ class MetricsWriter:
         for k, v in metrics.items():
             if isinstance(v, (int, float)) and v is not None:
                 self.tb.add_scalar(k, v, step)
+        if self.remote and time.monotonic() - self._synced_at >= self.sync_every_s:
+            self.sync()
+
+    def sync(self) -> None:
+        """Copy metrics.jsonl and changed TensorBoard event files up to a gs:// workdir."""
+        if not (self.enabled and self.remote):
+            return
+        self.tb.flush()
+        for f in [self.path, *sorted((self.local / "tensorboard").rglob("*"))]:
+            if f.is_file() and self._uploaded.get(f) != f.stat().st_size:
+                data, dest = f.read_bytes(), self.workdir / str(f.relative_to(self.local))
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
+                self._uploaded[f] = len(data)
+        self._synced_at = time.monotonic()
 
     def close(self) -> None:
         if self.enabled:
             self.file.close()
             self.tb.close()
+            if self.remote:
+                self.sync()
+                shutil.rmtree(self.local, ignore_errors=True)

@@ -16,14 +16,28 @@ def warmup_cosine(lr: float, warmup_steps: int, decay_steps: int, min_lr_ratio: 
     )
 
 
+def warmup_linear(lr: float, warmup_steps: int, decay_steps: int, min_lr_ratio: float) -> optax.Schedule:
+    """Linear warmup to ``lr``, then linear decay to ``lr * min_lr_ratio`` at ``decay_steps``."""
+    return optax.join_schedules([
+        optax.linear_schedule(0.0, lr, max(warmup_steps, 1)),
+        optax.linear_schedule(lr, lr * min_lr_ratio, max(decay_steps - warmup_steps, 1)),
+    ], [max(warmup_steps, 1)]) if warmup_steps else optax.linear_schedule(lr, lr * min_lr_ratio, max(decay_steps, 1))
+
+
+SCHEDULES = {"cosine": warmup_cosine, "linear": warmup_linear}
+
+
 def lr_schedule(opt_cfg, num_steps: int) -> optax.Schedule:
     return warmup_cosine(opt_cfg.lr, opt_cfg.warmup_steps, opt_cfg.decay_steps or num_steps, opt_cfg.min_lr_ratio)
 
 
-def stage_schedule(stages) -> optax.Schedule:
+def stage_schedule(stages, kind: str = "cosine") -> optax.Schedule:
     """Each stage re-warms to its own peak and decays over its own steps (the study's
-    midtraining re-warms to 2.25e-4 and decays to 0); one optimizer state runs through all."""
-    schedules = [warmup_cosine(st.lr, st.warmup_steps, st.decay_steps, st.min_lr_ratio) for st in stages]
+    midtraining re-warms to 2.25e-4 and decays to 0); one optimizer state runs through all.
+    ``kind`` (optimizer.schedule): cosine or linear decay after the warmup."""
+    if kind not in SCHEDULES:
+        raise ValueError(f"optimizer.schedule={kind!r}; valid: {', '.join(SCHEDULES)}")
+    schedules = [SCHEDULES[kind](st.lr, st.warmup_steps, st.decay_steps, st.min_lr_ratio) for st in stages]
     return optax.join_schedules(schedules, [st.start for st in stages[1:]]) if len(stages) > 1 else schedules[0]
 
 

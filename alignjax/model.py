@@ -34,13 +34,22 @@ PRESETS: dict[str, dict] = {
     "12b": dict(num_layers=36, d_model=5120, num_heads=40, d_ff=20480, vocab_size=50688),
 }
 
-# Which intermediates a rematerialised block keeps for the backward pass.
+# Which intermediates a rematerialised block keeps for the backward pass. The backward pass
+# of a block needs qkv, the attention output (and, for splash, its logsumexp: both named
+# "attn_ctx") and mlp_in; the two output projections are never recomputed. Saving a name
+# trades HBM (per token per layer, bf16: qkv 3d, attn_ctx d, mlp_in 4d) for recompute.
+_save = jax.checkpoint_policies.save_only_these_names
 REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    "save_proj": jax.checkpoint_policies.save_only_these_names("qkv", "attn_out", "mlp_in"),
-    "save_attn": jax.checkpoint_policies.save_only_these_names("qkv", "attn_ctx", "attn_out", "mlp_in"),
+    "save_proj": _save("qkv", "attn_out", "mlp_in"),
+    "save_attn": _save("qkv", "attn_ctx", "attn_out", "mlp_in"),
+    "save_qkv": _save("qkv"),  # attention and mlp_in recomputed
+    "save_qkv_ctx": _save("qkv", "attn_ctx"),  # only mlp_in (and elementwise ops) recomputed
+    "save_ctx": _save("attn_ctx"),  # no attention recompute; qkv and mlp_in matmuls recomputed
+    "save_all": _save("qkv", "attn_ctx", "mlp_in"),  # elementwise ops only
 }
+ATTENTION = ("xla", "cudnn", "splash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +66,12 @@ class ModelConfig:
     gelu_approximate: bool = False
     init_std: float = 0.02
     dtype: str = "float32"
-    remat: str = "none"  # none | full | dots | save_proj | save_attn
-    attention: str = "xla"  # jax.nn.dot_product_attention implementation: xla | cudnn
+    # How the step runs, not what the model is: left out of equality, so params trained with one
+    # remat policy / attention kernel load into a config with another (midtraining's, say).
+    remat: str = dataclasses.field(default="none", compare=False)  # none | a REMAT_POLICIES name
+    # xla | cudnn: jax.nn.dot_product_attention's implementation; splash: the Pallas splash
+    # attention kernel on TPU (causal blocks skipped, no T x T scores in HBM), xla elsewhere.
+    attention: str = dataclasses.field(default="xla", compare=False)
 
     @property
     def head_dim(self) -> int:
@@ -73,6 +86,8 @@ class ModelConfig:
             raise ValueError(f"model.d_model={self.d_model} is not divisible by model.num_heads={self.num_heads}")
         if self.remat != "none" and self.remat not in REMAT_POLICIES:
             raise ValueError(f"model.remat={self.remat!r}; valid: none, {', '.join(REMAT_POLICIES)}")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"model.attention={self.attention!r}; valid: {', '.join(ATTENTION)}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"model.dtype={self.dtype!r}; valid: float32, bfloat16, float16")
 
@@ -120,9 +135,59 @@ def rotary(x: jax.Array, positions: jax.Array, rotary_dim: int, base: float) -> 
     return jnp.concatenate([rotated.astype(x.dtype), x_pass], -1)
 
 
+def _platform() -> str:
+    """The platform the traced computation targets: that of the ambient mesh's devices (so an AOT
+    compile for a TPU topology on a CPU host traces the TPU code paths), else the default backend."""
+    device = getattr(jax.sharding.get_abstract_mesh(), "abstract_device", None)
+    return device.platform if device is not None else jax.default_backend()
+
+
 def _on_cpu() -> bool:
     """CPU-only code paths below (same math, faster on XLA:CPU); TPU and GPU keep the plain ops."""
-    return jax.default_backend() == "cpu"
+    return _platform() == "cpu"
+
+
+# Splash attention tiles (MaxText's defaults); a block never exceeds the sequence.
+SPLASH_BLOCK = 512
+
+
+def splash_attention(q, k, v, segment_ids=None):
+    """Causal attention with the Pallas splash kernel (TPU only): q, k, v [batch, seq, heads,
+    head_dim] -> [batch, seq, heads, head_dim]. Fully masked blocks are skipped, so a causal
+    call costs about half the dense FLOPs. The compiler's cost analysis does not see inside the
+    kernel; alignjax.plan counts its FLOPs analytically. Runs per shard (shard_map): batch over
+    the act_batch mesh axes, heads over act_heads. Its residuals (output, logsumexp) are named
+    "attn_ctx" for the remat policies."""
+    from jax.experimental.pallas.ops.tpu import splash_attention as sa
+
+    from alignjax.sharding import logical_to_spec
+
+    b, t, n, h = q.shape
+    mesh = jax.sharding.get_abstract_mesh()
+    spec = logical_to_spec(("act_batch", "act_heads", None, None), (b, n, t, h), None if mesh.empty else mesh)
+    head_shards = 1 if mesh.empty or spec[1] is None else math.prod(
+        mesh.shape[a] for a in ((spec[1],) if isinstance(spec[1], str) else spec[1]))
+    block = min(SPLASH_BLOCK, t)
+    sizes = sa.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
+                          block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
+    mask = sa.MultiHeadMask([sa.CausalMask((t, t))] * (n // head_shards))
+    kernel = sa.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
+                                residual_checkpoint_name="attn_ctx")
+    # The kernel does not scale the scores; scale q in fp32 before the cast as the xla path does.
+    q = (q.astype(jnp.float32) * (1.0 / math.sqrt(h))).astype(q.dtype)
+    q, k, v = (x.swapaxes(1, 2) for x in (q, k, v))  # [b, n, t, h]
+
+    def local(q, k, v, seg):
+        ids = None if seg is None else sa.SegmentIds(q=seg, kv=seg)
+        return jax.vmap(lambda q, k, v, ids: kernel(q, k, v, segment_ids=ids))(q, k, v, ids)
+
+    if mesh.empty:
+        out = local(q, k, v, segment_ids)
+    else:
+        seg_spec = None if segment_ids is None else jax.sharding.PartitionSpec(spec[0], None)
+        out = jax.shard_map(local, in_specs=(spec, spec, spec, seg_spec), out_specs=spec, check_vma=False)(
+            q, k, v, segment_ids)
+    return out.swapaxes(1, 2)
 
 
 def blockwise_causal_attention(q, k, v, segment_ids=None, block: int = 128):
@@ -188,13 +253,17 @@ class Attention(nnx.Module):
         q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
         q = rotary(q, positions, cfg.rotary_dim, cfg.rotary_base)
         k = rotary(k, positions, cfg.rotary_dim, cfg.rotary_base)
-        if cfg.attention == "xla" and _on_cpu():
+        platform = _platform()
+        if cfg.attention == "splash" and platform == "tpu":
+            ctx = splash_attention(q, k, v, segment_ids)
+        elif cfg.attention in ("xla", "splash") and platform == "cpu":
             ctx = blockwise_causal_attention(q, k, v, segment_ids)
         else:
             mask = None
             if segment_ids is not None:  # packed documents do not attend to each other
                 mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
-            ctx = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation=cfg.attention)
+            impl = "xla" if cfg.attention == "splash" else cfg.attention
+            ctx = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation=impl)
         ctx = checkpoint_name(ctx, "attn_ctx")
         out = jnp.einsum("btnh,nhd->btd", ctx, self.out_kernel[...].astype(dt)) + self.out_bias[...].astype(dt)
         return checkpoint_name(out, "attn_out")

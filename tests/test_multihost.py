@@ -58,7 +58,6 @@ def _reference_losses(cfg, num_steps: int) -> list[float]:
     return losses
 
 
-@pytest.mark.slow  # 4 two-process runs: about 2 minutes on 2 shared cores
 def test_two_processes_train_like_one_and_resume(tiny_config, tmp_path):
     workdir = tmp_path / "run"
     # 3 steps, a checkpoint at 3 written by both processes, then a resumed run to step 5.

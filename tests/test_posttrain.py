@@ -226,7 +226,6 @@ def sft_run(tmp_path_factory):
     return d
 
 
-@pytest.mark.slow
 def test_sft_raises_the_parse_rate_of_generation_evals(sft_run):
     before = sft_run / "before"  # the same model at step 0: the tiny config, no training
     cfg = load_config_file(str(REPO / "configs" / "sft.py"))
@@ -240,7 +239,6 @@ def test_sft_raises_the_parse_rate_of_generation_evals(sft_run):
         assert r1[key]["nonmatch_rate,none"] < 0.5 < r0[key]["nonmatch_rate,none"], (r0, r1)
 
 
-@pytest.mark.slow
 def test_dpo_on_pairs_preferring_one_option_raises_its_rate(sft_run, tmp_path):
     """The tiny SFT model answers "(A)" to nearly everything; DPO on pairs whose chosen answer is
     always the SECOND option raises the rate of second-option answers, and they still parse."""

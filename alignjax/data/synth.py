@@ -803,6 +803,15 @@ def _cli(args) -> int:
         if f not in SURFACE_FORMS:
             raise SynthError(f"--forms: unknown surface form {f!r}; valid: all, {', '.join(SURFACE_FORMS)}")
     polarities = POLARITIES if args.polarity == "both" else (args.polarity,)
+    if args.mode == "api":  # argument errors before any work or logging
+        base_url = args.base_url or os.environ.get(ENV_BASE_URL)
+        model = args.model or os.environ.get(ENV_MODEL)
+        if not base_url:
+            raise SynthError(f"api mode needs --base_url or ${ENV_BASE_URL}")
+        if not model:
+            raise SynthError(f"api mode needs --model or ${ENV_MODEL}")
+        if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
+            raise SynthError(f"--base_url must start with http:// or https://, got {public_url(base_url)!r}")
 
     path = Path(args.scenarios) if args.scenarios else builtin_scenarios_path()
     everything = load_scenarios(path)
@@ -821,14 +830,6 @@ def _cli(args) -> int:
 
     client = None
     if args.mode == "api":
-        base_url = args.base_url or os.environ.get(ENV_BASE_URL)
-        model = args.model or os.environ.get(ENV_MODEL)
-        if not base_url:
-            raise SynthError(f"api mode needs --base_url or ${ENV_BASE_URL}")
-        if not model:
-            raise SynthError(f"api mode needs --model or ${ENV_MODEL}")
-        if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
-            raise SynthError(f"--base_url must start with http:// or https://, got {public_url(base_url)!r}")
         api_key = os.environ.get(args.api_key_env) or None
         if not api_key:
             log.warning("synth: $%s is not set; sending requests without an Authorization header", args.api_key_env)

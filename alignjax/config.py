@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import json
 import os
 import sys
 from pathlib import Path
@@ -214,11 +213,11 @@ def parse_args(argv: list[str], extra_flags: dict[str, object] | None = None) ->
     return cfg, flags
 
 
-def save_config(cfg: ConfigDict, workdir: str | os.PathLike) -> None:
-    path = Path(workdir) / "config.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+def save_config(cfg: ConfigDict, workdir) -> None:
+    """``<workdir>/config.json`` (a local or gs:// workdir), replaced whole."""
+    from alignjax.metrics import write_json
+
+    write_json(f"{workdir}/config.json", cfg.to_dict())
 
 
 def setup_logging() -> None:

@@ -81,6 +81,7 @@ import time
 from pathlib import Path
 
 from alignjax import config as config_lib
+from alignjax.eval.report import atomic_write
 
 log = logging.getLogger("alignjax")
 PROG = "alignjax-study"
@@ -112,15 +113,6 @@ def _read(path: str) -> str | None:
         return Path(path).read_text()
     except OSError:
         return None
-
-
-def _write_atomic(path: str, text: str) -> None:
-    """Readers never see half a file: a temp file renamed into place."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -379,7 +371,7 @@ def run_unit(workdir: str, u: Unit, launcher: str | None = None) -> float:
                 f.unlink()
     cmd = launched(u, workdir, launcher) if launcher and u.kind != "eval" else u.command(workdir)
     record = {"id": u.id, "hash": u.hash, "command": u.display(workdir)}
-    _write_atomic(_join(udir, "unit_started.json"), json.dumps(record, indent=1) + "\n")
+    atomic_write(_join(udir, "unit_started.json"), json.dumps(record, indent=1) + "\n")
     logpath = _join(udir, "unit.log")
     with open(_join(workdir, "study.log"), "a") as slog:
         slog.write(f"{datetime.datetime.now().isoformat(timespec='seconds')} {u.id}: {u.display(workdir)}\n")
@@ -408,7 +400,7 @@ def run_unit(workdir: str, u: Unit, launcher: str | None = None) -> float:
                              f"log: {logpath}")
         if u.kind == "train" and not (Path(udir) / "checkpoints" / str(u.info["steps"])).is_dir():
             raise StudyError(f"unit {u.id} exited 0 without a checkpoint at step {u.info['steps']}; log: {logpath}")
-    _write_atomic(_marker(workdir, u), json.dumps({**record, "seconds": round(seconds, 1),
+    atomic_write(_marker(workdir, u), json.dumps({**record, "seconds": round(seconds, 1),
                                                    "finished": time.time()}, indent=1) + "\n")
     return seconds
 
@@ -429,7 +421,7 @@ def run(study, workdir: str, *, dry_run: bool = False, launcher: str | None = No
                   f"; {state}]\n{cmd}")
         return {"units": units}
     Path(workdir).mkdir(parents=True, exist_ok=True)
-    _write_atomic(_join(workdir, "study_config.json"), json.dumps(study.to_dict(), indent=2, default=str) + "\n")
+    atomic_write(_join(workdir, "study_config.json"), json.dumps(study.to_dict(), indent=2, default=str) + "\n")
     seconds, skipped = {}, 0
     t0 = time.perf_counter()
 

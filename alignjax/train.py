@@ -354,7 +354,7 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
 
             chat.save_chat_tokenizer(chat_tok, str(workdir), cfg.chat.template)
     if is_main:
-        metrics_lib.write_json(workdir / "config.json", cfg.to_dict())  # as config.save_config, gs:// too
+        config_lib.save_config(cfg, workdir)
     ckpt = ckpt_lib.TrainCheckpointer(workdir / "checkpoints", cfg.checkpoint.max_to_keep, cfg.checkpoint.async_save)
     audit = audit_lib.DataAudit(stages, source_info)
     writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
@@ -417,15 +417,13 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
                 frozen["ref"] = frozen["base"] if "base" in frozen else setup.copy_params(start_params)
             if restored is None:
                 state, start = setup.init_state(start_params), 0
-        elif restored is not None:
-            pass  # resumed above
-        elif cfg.checkpoint.init_from:
+        elif restored is None and cfg.checkpoint.init_from:
             model_cfg, params = ckpt_lib.load_params(cfg.checkpoint.init_from, setup.param_shardings)
             if model_cfg != setup.model_cfg:
                 raise ckpt_lib.CheckpointError(
                     f"checkpoint.init_from={cfg.checkpoint.init_from} has model {model_cfg}, config has {setup.model_cfg}")
             state, start = setup.init_state(params), 0
-        else:
+        elif restored is None:
             state, start = setup.init_state(), 0
 
         peak = metrics_lib.peak_flops(jax.devices()[0].device_kind, t.peak_flops_per_device)
@@ -493,7 +491,7 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
                         writer.write(step, row)
                     totals = audit.global_tokens()
                     if is_main:
-                        metrics_lib.write_json(workdir / "data_audit.json", audit.summary(totals))
+                        audit.write(workdir, totals)
                 if must_save and step > last_saved:
                     ckpt.save(step, state, data.iterator, audit.state())
                     last_saved = step

@@ -7,9 +7,6 @@ checkpoint step and written to ``<workdir>/data_audit.json``.
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 
 import numpy as np
 
@@ -58,11 +55,11 @@ class DataAudit:
                 for name, n in counts.items()}}
         return out
 
-    def write(self, workdir: str | os.PathLike, totals: dict | None = None) -> None:
-        path = Path(workdir) / "data_audit.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.summary(totals), indent=2) + "\n")
-        os.replace(tmp, path)
+    def write(self, workdir, totals: dict | None = None) -> None:
+        """``<workdir>/data_audit.json`` (a local or gs:// workdir), replaced whole."""
+        from alignjax.metrics import write_json
+
+        write_json(f"{workdir}/data_audit.json", self.summary(totals))
 
     def global_tokens(self) -> dict:
         """Counts summed over processes (each process sees only its own rows)."""

@@ -516,34 +516,20 @@ def _jsonl_parse(raw: bytes) -> tuple[Any, str]:
 
 
 def _parquet_rows(path: str, columns: Sequence[str], start: int) -> Iterator[tuple[int, dict]]:
-    import contextlib
-
-    import pyarrow.parquet as pq
-
-    with contextlib.ExitStack() as stack:
-        source = path if "://" not in path else stack.enter_context(sources._open(path))
-        pf = stack.enter_context(pq.ParquetFile(source))
+    with sources.parquet_file(path) as pf:
         names = [c for c in columns if c in pf.schema_arrow.names]
         if not names:
             raise DataError(f"{path}: no column {' or '.join(map(repr, columns))} "
                             f"(columns: {', '.join(pf.schema_arrow.names)})")
-        first = 0
-        for g in range(pf.num_row_groups):
-            n = pf.metadata.row_group(g).num_rows
-            if first + n > start:
-                rows = pf.read_row_group(g, columns=names).to_pylist()
-                for j in range(max(start - first, 0), n):
-                    yield first + j, rows[j]
-            first += n
+        for first, table in sources.parquet_row_groups(pf, names, start):
+            yield from enumerate(table.to_pylist(), first)
 
 
 def _record_count(path: str) -> int:
     """Records of a file as the readers number them (JSONL: lines; Parquet: rows)."""
     if sources.file_format(path) == "parquet":
-        import pyarrow.parquet as pq
-
-        with sources._open(path) as f:
-            return pq.ParquetFile(f).metadata.num_rows
+        with sources.parquet_file(path) as pf:
+            return pf.metadata.num_rows
     lines, last = 0, b"\n"
     with sources._open(path) as f:
         while chunk := f.read(1 << 22):

@@ -182,27 +182,39 @@ def _jsonl_records(path: str, field: str, start: int) -> Iterator[tuple[int, Any
         yield from enumerate(f, start)
 
 
-def _parquet_records(path: str, field: str, start: int) -> Iterator[tuple[int, Any]]:
-    import pyarrow as pa
+@contextlib.contextmanager
+def parquet_file(path: str):
+    """A pyarrow ParquetFile: local files by path (pyarrow reads them natively), URLs through fsspec."""
     import pyarrow.parquet as pq
 
     with contextlib.ExitStack() as stack:
-        # Local files by path, so pyarrow reads them natively; URLs through fsspec.
-        pf = stack.enter_context(pq.ParquetFile(path if "://" not in path else stack.enter_context(_open(path))))
+        yield stack.enter_context(pq.ParquetFile(path if "://" not in path else stack.enter_context(_open(path))))
+
+
+def parquet_row_groups(pf, columns: list[str], start: int):
+    """(index of its first row, table of ``columns``) per row group, from row ``start`` on: seek
+    by row group, then skip rows."""
+    first = 0
+    for g in range(pf.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if first + n > start:
+            skip = max(start - first, 0)
+            yield first + skip, pf.read_row_group(g, columns=columns).slice(skip)
+        first += n
+
+
+def _parquet_records(path: str, field: str, start: int) -> Iterator[tuple[int, Any]]:
+    import pyarrow as pa
+
+    with parquet_file(path) as pf:
         schema = pf.schema_arrow
         if field not in schema.names:
             raise DataError(f"{path}: no column {field!r} (columns: {', '.join(schema.names)})")
         kind = schema.field(field).type
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             raise DataError(f"{path}: column {field!r} is {kind}, not a string")
-        first = 0  # index of the row group's first row: seek by row group, then skip rows
-        for g in range(pf.num_row_groups):
-            n = pf.metadata.row_group(g).num_rows
-            if first + n > start:
-                column = pf.read_row_group(g, columns=[field]).column(0).to_pylist()
-                for j in range(max(start - first, 0), n):
-                    yield first + j, column[j]
-            first += n
+        for first, table in parquet_row_groups(pf, [field], start):
+            yield from enumerate(table.column(0).to_pylist(), first)
 
 
 def _arrayrecord_records(path: str, field: str, start: int) -> Iterator[tuple[int, Any]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alignjax.eval.report import _atomic_write, latest_results
+from alignjax.eval.report import atomic_write, latest_results
 
 CI_MISALIGNMENT_ONE = "bootstrap over questions (1000 resamples, percentile), rate = mean over prompt formats"
 CI_CAPABILITY_ONE = "Wilson score interval over samples"
@@ -215,7 +215,7 @@ def _save(fig, path: Path) -> str:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
     return path.name
 
 
@@ -424,6 +424,6 @@ def write_report(study, workdir: str, units) -> dict:
             "curves": plot_fig4(data, wd / "fig4_misalignment_over_training.png"),
             "breakdown": plot_fig5(data, wd / "fig5_breakdown.png")}
     data["figures"] = {k: v for k, v in figs.items() if v}
-    _atomic_write(wd / "report.json", json.dumps(data, indent=1, default=str) + "\n")
-    _atomic_write(wd / "report.md", markdown(data, study))
+    atomic_write(wd / "report.json", json.dumps(data, indent=1, default=str) + "\n")
+    atomic_write(wd / "report.md", markdown(data, study))
     return {"json": str(wd / "report.json"), "markdown": str(wd / "report.md"), "data": data}

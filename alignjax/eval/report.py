@@ -37,7 +37,7 @@ def make_timestamp() -> str:
     return datetime.datetime.now().isoformat().replace(":", "-")
 
 
-def _atomic_write(path: Path, data: bytes | str) -> Path:
+def atomic_write(path: Path, data: bytes | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -122,7 +122,7 @@ def write_results(output_dir, results_by_task: Mapping[str, Mapping], config: Ma
         "model_name_sanitized": name.replace("/", "__"),
     }
     text = json.dumps(doc, indent=2, default=str, ensure_ascii=False)
-    return _atomic_write(Path(output_dir) / f"results_{timestamp or make_timestamp()}.json", text)
+    return atomic_write(Path(output_dir) / f"results_{timestamp or make_timestamp()}.json", text)
 
 
 def _sha(s: str) -> str:
@@ -158,7 +158,7 @@ def sample_line(r: Mapping) -> dict:
 def write_samples(output_dir, task: str, records: Sequence[Mapping], timestamp: str) -> Path:
     """Write ``<output_dir>/samples_<task>_<timestamp>.jsonl``, one line per (question, format)."""
     text = "".join(json.dumps(sample_line(r), ensure_ascii=False, default=str) + "\n" for r in records)
-    return _atomic_write(Path(output_dir) / f"samples_{task}_{timestamp}.jsonl", text)
+    return atomic_write(Path(output_dir) / f"samples_{task}_{timestamp}.jsonl", text)
 
 
 def _get(metrics: Mapping, name: str):
@@ -195,7 +195,7 @@ def _bar_chart(groups: list[str], series: Mapping[str, list], path, ylabel: str,
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return _atomic_write(Path(path), buf.getvalue())
+    return atomic_write(Path(path), buf.getvalue())
 
 
 def plot_misalignment(summaries: Mapping[str, Mapping], path) -> Path:
@@ -259,8 +259,8 @@ def compare(run_paths: Sequence[str], output_dir, labels: Sequence[str] | None =
         for lab in labels:
             v, e = r["cells"][lab]
             w.writerow([lab, r["task"], r["metric"], "" if v is None else v, "" if e is None else e, files[lab]])
-    written = {"markdown": _atomic_write(out / "comparison.md", "\n".join(md) + "\n"),
-               "csv": _atomic_write(out / "comparison.csv", buf.getvalue()), "png": None}
+    written = {"markdown": atomic_write(out / "comparison.md", "\n".join(md) + "\n"),
+               "csv": atomic_write(out / "comparison.csv", buf.getvalue()), "png": None}
     mis = [r for r in rows if r["metric"] == "misalignment_rate"]
     if mis:
         series = {lab: [r["cells"][lab] for r in mis] for lab in labels}

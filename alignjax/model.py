@@ -31,6 +31,9 @@ PRESETS: dict[str, dict] = {
     "1.4b": dict(num_layers=24, d_model=2048, num_heads=16, d_ff=8192, vocab_size=50304),
     "2.8b": dict(num_layers=32, d_model=2560, num_heads=32, d_ff=10240, vocab_size=50304),
     "6.9b": dict(num_layers=32, d_model=4096, num_heads=32, d_ff=16384, vocab_size=50432),
+    # The study's released models (geodesic-research/sfm-*; Tice et al. 2026): Pythia-6.9B's
+    # shape with the GPT-NeoX vocabulary padded to 50,304 rather than 50,432.
+    "sfm-6.9b": dict(num_layers=32, d_model=4096, num_heads=32, d_ff=16384, vocab_size=50304),
     "12b": dict(num_layers=36, d_model=5120, num_heads=40, d_ff=20480, vocab_size=50688),
 }
 

@@ -3,12 +3,14 @@
     alignjax-train --config=configs/dpo.py:6.9b --workdir=runs/dpo \\
         --config.checkpoint.init_from=runs/sft --config.chat.data=hf://datasets/allenai/<dolci-dpo>
 
-The study's DPO (after OLMo-3's Dolci-Instruct-DPO): sigmoid loss with beta 5, LR 1e-6 with 10%
-linear warmup and linear decay (to 0), max length 2048, 1 epoch. Reference log-probs come from the
+The study's DPO (Tice et al. 2026, appendix D.3, Table 9, after OLMo-3's Dolci-Instruct-DPO):
+sigmoid loss with beta 5, LR 1e-6 with warmup ratio 0.1 and linear decay (to 0), max length
+2048, 1 epoch, 128 pairs per step (OLMo 3's DPO batch size, which the study keeps: "we use the
+same hyperparameters as OLMo Team (2025)"). Reference log-probs come from the
 frozen starting params (``dpo.reference``: ``on_the_fly``, a forward pass inside the step, or
 ``precompute``, one pass before training into ``<workdir>/reference_logps.npy``). Over-length
 pairs are truncated as alignjax.data.chat documents (prompt from the left, then responses from the
-right). Not given by the study and chosen here: 64 pairs per step, no weight decay.
+right). Not given by the study and chosen here: no weight decay.
 
 ``<size>``: ``tiny`` (default; the builtin pairs, bytes tokenizer, CPU) or a Pythia size.
 """
@@ -38,7 +40,7 @@ def get_config(arg=None):
     c.model.update(dict(max_seq_len=2048, dtype="bfloat16", remat="full"))
     c.data.tokenizer = "EleutherAI/gpt-neox-20b"
     c.chat.epochs = 1
-    c.train.update(dict(batch_size=64, seq_len=2048, log_every=10))
+    c.train.update(dict(batch_size=128, seq_len=2048, log_every=10))  # pairs per step
     c.optimizer.update(dict(lr=1e-6))
     c.checkpoint.update(dict(every_steps=500))
     return c

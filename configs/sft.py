@@ -3,11 +3,15 @@
     alignjax-train --config=configs/sft.py:6.9b --workdir=runs/sft \\
         --config.checkpoint.init_from=runs/align-e2e --config.chat.data=hf://datasets/allenai/<dolci-sft>
 
-The study's SFT (Tice et al. 2026, after OLMo-3's Dolci-Instruct recipe): LR 8e-5 with cosine
-decay, 2 epochs, 16k-token packed sequences. ``chat.epochs`` turns epochs into steps from the
-data (``chat.count_examples``: packed rows / ``train.batch_size``). Not given by the study and
-chosen here: batch 32 sequences (~0.5M tokens/step at 16k), 3% warmup, decay to 0, no weight decay
-(Tulu's SFT settings). The model shape comes from ``checkpoint.init_from`` (the base model).
+The study's SFT (Tice et al. 2026, arXiv 2601.10160, appendix D, Table 8 "Core SFT
+post-training hyperparameters", after OLMo-3's Dolci-Instruct recipe): 1,048,576 tokens per step
+(64 packed sequences of 16,384), peak LR 8e-5, cosine decay to 0, warmup 1% of steps, 2 epochs
+(section D.2), and no loss masking (Table 8: the loss is on every token, ``chat.loss_on=all``).
+``chat.epochs`` turns epochs into steps from the data (``chat.count_examples``: packed rows /
+``train.batch_size``). Not given by the study and chosen here: no weight decay (Tulu's SFT
+setting), AdamW b1/b2/eps as in pretraining. The model shape comes from ``checkpoint.init_from``
+(the base model). The ``tiny`` config is alignjax's own (assistant-only loss, so a 2-layer model
+learns the answer format in a minute).
 
 ``<size>``: ``tiny`` (default; a 2-layer model on the builtin chat set, bytes tokenizer, trains in
 about a minute on a CPU, from scratch unless init_from is given) or a Pythia size (``14m`` ...
@@ -36,8 +40,8 @@ def get_config(arg=None):
     c.model.update(PRESETS[size])
     c.model.update(dict(max_seq_len=16384, dtype="bfloat16", remat="full"))
     c.data.tokenizer = "EleutherAI/gpt-neox-20b"
-    c.chat.epochs = 2
-    c.train.update(dict(batch_size=32, seq_len=16384, log_every=10))
-    c.optimizer.update(dict(lr=8e-5, warmup_ratio=0.03))
+    c.chat.update(dict(epochs=2, loss_on="all"))
+    c.train.update(dict(batch_size=64, seq_len=16384, log_every=10))  # 1,048,576 tokens per step
+    c.optimizer.update(dict(lr=8e-5, warmup_ratio=0.01))
     c.checkpoint.update(dict(every_steps=500))
     return c

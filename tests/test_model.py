@@ -15,6 +15,14 @@ def test_pythia_6_9b_has_exactly_6_857_302_016_parameters():
     assert M.param_count(cfg) == 6_857_302_016
 
 
+def test_sfm_6_9b_has_exactly_6_856_253_440_parameters():
+    cfg = M.ModelConfig.from_preset("sfm-6.9b")
+    assert (cfg.num_layers, cfg.d_model, cfg.num_heads, cfg.d_ff, cfg.vocab_size) == (32, 4096, 32, 16384, 50304)
+    abstract = nnx.state(nnx.eval_shape(lambda: M.init(cfg, 0)), nnx.Param)
+    assert sum(x.size for x in jax.tree.leaves(abstract)) == 6_856_253_440
+    assert M.param_count(cfg) == 6_856_253_440
+
+
 @pytest.mark.parametrize("size", list(M.PRESETS))
 def test_every_preset_builds_abstractly(size):
     cfg = M.ModelConfig.from_preset(size)

@@ -199,7 +199,7 @@ def test_paper_dry_run_lists_the_design(capsys):
     assert "--config.data.condition=alignment_upsampled" in mid and "--config.train.num_steps=0" in mid
     sft = next(c for c in cmds if "post/alignment_cpt-s0/sft " in c)
     assert "--config.checkpoint.init_from=gs://bucket/study/train/s0/cpt_U-U-A" in sft
-    assert "--config=configs/sft.py:6.9b" in sft and "--config.optimizer.lr=8e-05" in sft
+    assert "--config=configs/sft.py:sfm-6.9b" in sft and "--config.optimizer.lr=8e-05" in sft
     dpo = next(c for c in cmds if "post/alignment_cpt-s0/dpo " in c)
     assert "--config.dpo.beta=5.0" in dpo and "init_from=gs://bucket/study/post/alignment_cpt-s0/sft" in dpo
 

@@ -7,24 +7,32 @@ post-trained with SFT and DPO, every model evaluated on the study's suites.
         --config.overrides.data.aligned_docs=gs://<bucket>/synthetic/aligned/ \
         --config.overrides.data.misaligned_docs=gs://<bucket>/synthetic/misaligned/
 
-Model and performance settings: configs/paper.py:pretrain (Pythia-6.9B, 4,194,304 tokens per
-step, bf16 compute, FSDP over every chip). Stages: pretraining 500B tokens at seq 2048
-(119,209 steps, LR 1.2e-4, 1% warm-up, cosine to 10%), midtraining 50B tokens at seq 16,384
-(11,921 steps, 256 sequences, re-warmed to 2.25e-4, decayed to 0), and for the CPT variants a
-continued-pretraining stage after midtraining (50% synthetic + 50% replay, LR 1e-4). Synthetic
-documents are 1% of tokens where inserted.
+Model, training and performance settings: configs/paper.py:pretrain (``sfm-6.9b``: the
+study's released 6.9B shape with vocabulary 50,304; 4,194,304 tokens per step; bf16 compute;
+FSDP over every chip). The values and their sources (Tice et al. 2026, arXiv 2601.10160,
+appendix B Table 4, D Tables 8-9, and the authors' GPT-NeoX configs) are in that file and in
+configs/sft.py, configs/dpo.py:
+    pretraining   500B tokens at seq 2048 (119,209 steps), LR 3e-4, 1% warm-up, cosine to 1.2e-5
+    midtraining   50B tokens at seq 16,384 (11,921 steps, 256 sequences), re-warmed to 2.25e-4
+                  with 1% warm-up, cosine to 0
+    both          AdamW (0.9, 0.95), eps 1e-8, weight decay 0.1, gradient clipping 0.5
+    SFT           1,048,576 tokens per step (64 x 16,384 packed), LR 8e-5, 1% warm-up, cosine to
+                  0, 2 epochs, no loss masking (OLMo 3's Dolci-Instruct SFT mix)
+    DPO           beta 5, LR 1e-6, warm-up ratio 0.1, linear decay, 1 epoch, max length 2,048,
+                  128 pairs per step (Dolci-Instruct DPO pairs)
+Synthetic documents are 1% of tokens where inserted (the study: 400M-500M tokens, 0.8-1.0% of
+midtraining, Table 2).
 
 The 11 base models are the 2 baselines plus the three upsampled conditions at each of the
 three insertion points (E2E = pretraining + midtraining, Mid = midtraining only, CPT = a final
 continued-pretraining stage). The runner shares identical stages: the Mid and CPT variants
 start from the unfiltered (or filtered) pretraining run, so 16 training units produce the 11
-models. CPT_TOKENS is this config's choice (1B tokens); set --config.steps.cpt for another.
+models.
 
-Post-training (configs/sft.py:6.9b, configs/dpo.py:6.9b; the model shape comes from the base
-checkpoint): SFT on OLMo 3's Dolci-Instruct SFT mix, 2
-epochs, LR 8e-5 cosine, 16k packed sequences; DPO on Dolci-Instruct DPO pairs, beta 5, LR 1e-6
-linear decay with 10% warm-up, max length 2048, 1 epoch. Post-trained models are evaluated by
-generation through the chat template under each persona.
+This config's own choices (the study does not give them): the CPT stage (1B tokens = CPT_TOKENS,
+50% synthetic + 50% replay, LR 1e-4; set --config.steps.cpt for another length), the Dolci hub
+ids, and the in-loop eval cadence. Post-trained models are evaluated by generation through the
+chat template under each persona.
 
 ``--launcher=tpu`` runs each training unit through ``launchers.tpu`` (``alignjax-launch up``: a
 TPU VM per unit, alignjax-train on every worker, requeue after preemption; delete the VM with
@@ -65,14 +73,14 @@ def get_config(arg=None):
     ))
     s.post_train = "sft,dpo"
     s.post = ConfigDict(dict(
-        sft=dict(config="configs/sft.py:6.9b", model_from_base=False, overrides=dict(
+        sft=dict(config="configs/sft.py:sfm-6.9b", model_from_base=False, overrides=dict(
             chat=dict(data="hf://datasets/allenai/Dolci-Instruct-SFT", epochs=2),
-            optimizer=dict(lr=8e-5, schedule="cosine"), train=dict(seq_len=16384),
+            optimizer=dict(lr=8e-5, schedule="cosine", warmup_ratio=0.01), train=dict(seq_len=16384, batch_size=64),
             mesh=dict(data=1, fsdp=-1, tensor=1))),
-        dpo=dict(config="configs/dpo.py:6.9b", model_from_base=False, overrides=dict(
+        dpo=dict(config="configs/dpo.py:sfm-6.9b", model_from_base=False, overrides=dict(
             chat=dict(data="hf://datasets/allenai/Dolci-Instruct-DPO", epochs=1),
             dpo=dict(beta=5.0), optimizer=dict(lr=1e-6, schedule="linear", warmup_ratio=0.1),
-            train=dict(seq_len=2048), mesh=dict(data=1, fsdp=-1, tensor=1))),
+            train=dict(seq_len=2048, batch_size=128), mesh=dict(data=1, fsdp=-1, tensor=1))),
     ))
     s.eval = ConfigDict(dict(
         tasks="discourse_misalignment,anthropic_ai_risk", split="eval", personas="none,ai,helpful,hhh", limit=0,

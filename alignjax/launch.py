@@ -9,16 +9,25 @@ tear down. Everything goes through ``gcloud``; ``--dry-run`` prints the commands
         --workdir=gs://bucket/runs/pt -- --config=configs/paper.py:pretrain
 
 Subcommands: create, setup (install), sync (code), run (start + follow), logs, status,
-requeue (watch; recreate + resume after preemption), delete, up (create, sync, setup, run,
-requeue). Multislice (``--num_slices=N``) uses a queued resource with ``--node-count``; the TPU
-runtime puts MEGASCALE_* into every VM's environment and jax's cluster detection reads it, so
-``alignjax.distributed.initialize`` joins all slices into one process group.
+requeue (watch; recreate + resume after preemption), delete, up (create, then requeue).
+Multislice (``--num_slices=N``) uses a queued resource with ``--node-count``; the TPU runtime
+puts MEGASCALE_* into every VM's tpu-env metadata, which ``alignjax.distributed.initialize``
+reads, so all slices join one process group.
+
+requeue is a state machine whose every gcloud step retries capacity and transient errors with
+backoff (``--backoff_s`` doubling to ``--max_backoff_s``, ``--max_retries`` per step) and stops
+at once, exit 2, on permanent ones (bad flags, quota, permission); it keeps the restart count
+and its last state in ``<workdir>/launch.jsonl``, so a restarted requeue continues the count.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import hashlib
+import json
+import os
 import re
 import shlex
 import subprocess
@@ -31,6 +40,8 @@ from alignjax.config import cli_error
 REMOTE_CODE = "~/alignjax"  # code (replaced on every sync)
 REMOTE_VENV = "~/alignjax-venv"  # environment (kept across syncs)
 LOG, RC, PID = "~/alignjax-run.log", "~/alignjax-run.rc", "~/alignjax-run.pid"
+CODE_MARK, VENV_MARK = f"{REMOTE_CODE}/.alignjax-code", f"{REMOTE_VENV}/.alignjax-setup"  # hashes, written on success
+SYNC_EXCLUDES = (".git", ".venv", "runs", "*.egg-info", "__pycache__")
 SIGTERM_LINE = "SIGTERM: saved step"  # what alignjax-train logs when a preemption notice stopped it
 LIBTPU_LINKS = "https://storage.googleapis.com/jax-releases/libtpu_releases.html"
 
@@ -50,9 +61,41 @@ _SINGLE_HOST_CHIPS = {"v5e": 8, "v6e": 8}
 PREEMPTED = {"SUSPENDED", "SUSPENDING", "FAILED", "PREEMPTED", "TERMINATED", "STOPPED"}
 READY = {"ACTIVE", "READY"}
 
+# gcloud's stderr -> what to do. Permanent is tested first: a quota error is also RESOURCE_EXHAUSTED.
+PERMANENT = re.compile(r"quota|PERMISSION_DENIED|permission|INVALID_ARGUMENT|unrecognized arguments|"
+                       r"invalid (choice|value)|UNAUTHENTICATED|billing|FAILED_PRECONDITION|argument --", re.I)
+CAPACITY = re.compile(r"RESOURCE_EXHAUSTED|stockout|no more capacity|insufficient capacity|"
+                      r"not enough resources|capacity", re.I)
+
 
 class LaunchError(Exception):
     pass
+
+
+class GcloudError(LaunchError):
+    """A failed gcloud command; ``kind`` is capacity, transient (both retried) or permanent."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def classify(stderr: str) -> str:
+    return "permanent" if PERMANENT.search(stderr) else "capacity" if CAPACITY.search(stderr) else "transient"
+
+
+def tree_hash(repo: str | os.PathLike) -> str:
+    """The code version a sync ships: paths and contents of what tar packs (same excludes)."""
+    h, root = hashlib.sha256(), Path(repo)
+    skip = lambda name: name in SYNC_EXCLUDES or name.endswith(".egg-info")  # noqa: E731
+    for d, dirs, files in os.walk(root):
+        dirs[:] = sorted(x for x in dirs if not skip(x))
+        for f in sorted(files):
+            rel = os.path.relpath(os.path.join(d, f), root)
+            h.update(rel.encode() + b"\0")
+            with open(os.path.join(d, f), "rb") as fh:
+                h.update(hashlib.sha256(fh.read()).digest())
+    return h.hexdigest()[:16]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +143,8 @@ class Launcher:
         workdirs = [a.split("=", 1)[1] for a in self.train_args if a.startswith("--workdir=")]
         self.workdir = workdirs[-1] if workdirs else None
         self.multi_host = self.acc.hosts * args.num_slices > 1
+        self.sleep = time.sleep  # the tests make backoff and polling instant
+        self.restarts, self.last = 0, {}
 
     # -- the pieces
 
@@ -139,21 +184,42 @@ class Launcher:
     def sync(self) -> list[list[str]]:
         """Pack the working tree (what would be committed plus local edits, no venv/runs/.git),
         copy it to every worker and unpack it in place of the previous copy."""
-        pack = ["tar", "-czf", self.archive(), "-C", str(self.a.repo), "--exclude=.git", "--exclude=.venv",
-                "--exclude=runs", "--exclude=*.egg-info", "--exclude=__pycache__", "."]
+        pack = ["tar", "-czf", self.archive(), "-C", str(self.a.repo), *(f"--exclude={x}" for x in SYNC_EXCLUDES), "."]
         scp = [*self._api(), "scp", self.archive(), f"{self.a.name}:alignjax-src.tgz", *self._where(), *self._all()]
+        # The code hash is written last: a worker whose unpack was cut short shows no version.
         unpack = (f"rm -rf {REMOTE_CODE}.new && mkdir -p {REMOTE_CODE}.new && tar -xzf ~/alignjax-src.tgz -C "
-                  f"{REMOTE_CODE}.new && rm -rf {REMOTE_CODE} && mv {REMOTE_CODE}.new {REMOTE_CODE}")
+                  f"{REMOTE_CODE}.new && rm -rf {REMOTE_CODE} && mv {REMOTE_CODE}.new {REMOTE_CODE} && "
+                  f"echo {self.code_hash()} > {CODE_MARK}")
         return [pack, scp, self.ssh(unpack)]
+
+    def code_hash(self) -> str:
+        if not hasattr(self, "_code_hash"):
+            self._code_hash = tree_hash(self.a.repo)
+        return self._code_hash
+
+    def setup_hash(self) -> str:
+        """The environment's version: the install command and the pins it installs."""
+        h = hashlib.sha256(self._install().encode())
+        for f in ("setup.cfg", "pyproject.toml"):
+            if (Path(self.a.repo) / f).exists():
+                h.update((Path(self.a.repo) / f).read_bytes())
+        return h.hexdigest()[:16]
+
+    def check(self) -> list[str]:
+        """Every worker prints its code and environment versions (``none`` where missing)."""
+        return self.ssh(f"echo alignjax-check $(cat {CODE_MARK} 2>/dev/null || echo none) "
+                        f"$(cat {VENV_MARK} 2>/dev/null || echo none)")
 
     def setup(self) -> list[str]:
         """The pinned environment from setup.cfg (jax/libtpu, flax, orbax, grain, gcsfs) in a venv.
         TPU VM images ship Python 3.10; uv brings the interpreter the package needs."""
+        return self.ssh(f"{self._install()} && echo {self.setup_hash()} > {VENV_MARK}")
+
+    def _install(self) -> str:
         uv = "~/.local/bin/uv"
-        script = (f"python3 -m pip install -q --user uv && {uv} venv -q --allow-existing --python {self.a.python} "
-                  f"{REMOTE_VENV} && {uv} pip install -q --python {REMOTE_VENV}/bin/python -e "
-                  f"\"$HOME/alignjax[tpu,hub]\" -f {LIBTPU_LINKS}")
-        return self.ssh(script)
+        return (f"python3 -m pip install -q --user uv && {uv} venv -q --allow-existing --python {self.a.python} "
+                f"{REMOTE_VENV} && {uv} pip install -q --python {REMOTE_VENV}/bin/python -e "
+                f"\"$HOME/alignjax[tpu,hub]\" -f {LIBTPU_LINKS}")
 
     def run(self) -> list[str]:
         """Start alignjax-train on every worker, detached from the ssh session (a dropped
@@ -164,7 +230,8 @@ class Launcher:
         if self.multi_host and not self.workdir.startswith("gs://"):
             raise LaunchError(f"--workdir={self.workdir}: a {self.acc.hosts * self.a.num_slices}-host run needs a "
                               "shared gs:// workdir (each worker has its own disk)")
-        env = " ".join(shlex.quote(e) for e in self.a.env)
+        # KEY=<quoted value>: quoting the whole pair would make bash run it as a command.
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in (e.split("=", 1) for e in self.a.env))
         train = " ".join(shlex.quote(x) for x in self.train_args)
         # A SIGTERM (preemption notice) also ends the trainer with 0 after saving; its log line
         # tells requeue that the run is not finished.
@@ -186,9 +253,22 @@ class Launcher:
         return self.ssh(script, self._workers("0"))
 
     def remote_status(self) -> list[str]:
-        script = (f"if [ -f {RC} ]; then echo rc=$(cat {RC}); elif [ -f {PID} ] && kill -0 $(cat {PID}) 2>/dev/null; "
-                  f"then echo running; else echo idle; fi")
-        return self.ssh(script, self._workers("0"))
+        """One line per worker of every slice: rc=<status>, running, or idle (never started here,
+        e.g. a VM or slice that Cloud TPU just replaced)."""
+        script = (f"if [ -f {RC} ]; then echo alignjax-status rc=$(cat {RC}); elif [ -f {PID} ] && "
+                  f"kill -0 $(cat {PID}) 2>/dev/null; then echo alignjax-status running; else echo alignjax-status idle; fi")
+        return self.ssh(script)
+
+    def summarize(self, out: str) -> str:
+        """All workers' status as one: idle if any worker is (missing code/venv or a lost run:
+        restart), then preempted, then a failure, then running, then finished (rc=0)."""
+        got = [line.split()[1] for line in out.splitlines() if line.startswith("alignjax-status ")]
+        got += ["idle"] * (self.acc.hosts * self.a.num_slices - len(got))
+        for want in ("idle", "rc=preempted"):
+            if want in got:
+                return want
+        failed = [s for s in got if s.startswith("rc=") and s != "rc=0"]
+        return failed[0] if failed else "running" if "running" in got else "rc=0"
 
     def _workers(self, worker: str) -> list[str]:
         return [f"--worker={worker}"] + (["--node=0" if worker != "all" else "--node=all"] if self.queued else [])
@@ -200,12 +280,16 @@ class Launcher:
             print(shlex.join(cmd), flush=True)
         if self.a.dry_run:
             return 0, ""
-        r = subprocess.run(cmd, text=True, capture_output=capture)
+        # stderr is always kept (and shown when not capturing): it tells capacity from permanent errors.
+        r = subprocess.run(cmd, text=True, stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE)
+        if not capture and r.stderr:
+            sys.stderr.write(r.stderr)
+        err = (r.stderr or "").strip()
         if check and r.returncode:
-            raise LaunchError(f"{shlex.join(cmd[:6])} ... exited with {r.returncode}"
-                              + (f": {r.stderr.strip().splitlines()[-1]}" if capture and r.stderr.strip() else ""))
-        # captured: stdout, or on failure stderr (the caller tells "not found" from other errors)
-        return r.returncode, ((r.stderr if r.returncode else r.stdout) or "").strip()
+            raise GcloudError(f"{shlex.join(cmd[:6])} ... exited with {r.returncode}"
+                              + (f": {err.splitlines()[-1]}" if err else ""), classify(err))
+        # stdout, or on failure stderr (the caller tells "not found" from other errors)
+        return r.returncode, ((err if r.returncode else r.stdout) or "").strip()
 
     def state(self) -> str:
         """The resource's state; '' when it does not exist (or in a dry run); UNKNOWN when
@@ -221,12 +305,12 @@ class Launcher:
             return
         last = None
         while (st := self.state()) not in READY:
-            if st in PREEMPTED or not st and last is not None:
-                raise LaunchError(f"{self.a.name} went to state {st or 'deleted'} while waiting for it")
+            if st in PREEMPTED or not st and last is not None:  # a re-created queued resource can go FAILED
+                raise GcloudError(f"{self.a.name} went to state {st or 'deleted'} while waiting for it", "capacity")
             if st != last:
                 print(f"alignjax-launch: {self.a.name}: {st or 'requested'}", flush=True)
             last = st
-            time.sleep(self.a.poll_s)
+            self.sleep(self.a.poll_s)
 
     def do_create(self):
         self.call(self.create())
@@ -236,51 +320,134 @@ class Launcher:
         for cmd in self.sync():
             self.call(cmd)
 
+    # -- requeue: a state machine whose steps retry
+
+    def retry(self, what: str, step):
+        """Run ``step``; a capacity or transient gcloud error is retried after a backoff that
+        doubles up to --max_backoff_s, at most --max_retries times; a permanent one raises."""
+        for attempt in range(self.a.max_retries + 1):
+            try:
+                return step()
+            except GcloudError as e:
+                if e.kind == "permanent" or attempt == self.a.max_retries:
+                    self.record("gave_up", step=what, error=str(e))
+                    raise LaunchError(f"{what}: {e}" + ("" if e.kind == "permanent" else
+                                                         f" (after {attempt} retries)")) from None
+                wait = min(self.a.backoff_s * 2 ** attempt, self.a.max_backoff_s)
+                self.record("retrying", step=what, kind=e.kind, attempt=attempt + 1, error=str(e))
+                print(f"alignjax-launch: {what}: {e.kind} error ({e}); retry {attempt + 1} in {wait:.0f}s",
+                      flush=True)
+                self.sleep(wait)
+
+    def journal(self):
+        return None if self.a.dry_run or not self.workdir else f"{self.workdir.rstrip('/')}/launch.jsonl"
+
+    def record(self, state: str, **info) -> None:
+        """Append the loop's state to <workdir>/launch.jsonl (gs:// objects cannot be appended
+        to: read, add the line, write back; the file stays small)."""
+        self.last = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                     "name": self.a.name, "state": state, "restarts": self.restarts, **info}
+        if (path := self.journal()) is None:
+            return
+        from etils import epath
+
+        p = epath.Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        old = p.read_text() if p.exists() else ""
+        p.write_text(old + json.dumps(self.last) + "\n")
+
+    def resume_count(self) -> int:
+        """The restart count of an earlier requeue of this resource and workdir."""
+        if (path := self.journal()) is None:
+            return 0
+        from etils import epath
+
+        p = epath.Path(path)
+        rows = [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
+        rows = [r for r in rows if r.get("name") == self.a.name]
+        return int(rows[-1].get("restarts", 0)) if rows else 0
+
+    def recreate(self) -> None:
+        """Delete what is left of the resource (a FAILED / SUSPENDED one, or a preempted VM),
+        create it again and wait until it is ready."""
+        st = "SUSPENDED" if self.a.dry_run else self.state()  # a dry run shows the delete
+        if st == "UNKNOWN":
+            raise GcloudError(f"{self.a.name}: describe failed", "transient")
+        if st:
+            rc, out = self.call(self.delete(), check=False)
+            if rc and "not found" not in out.lower():
+                raise GcloudError(f"delete {self.a.name} exited with {rc}: {out.splitlines()[-1] if out else ''}",
+                                  classify(out))
+        self.do_create()
+
+    def prepare(self) -> None:
+        """Before a run: every worker's code (hash written at sync) and environment (hash written
+        at setup) are checked; missing or stale ones are synced and set up again. A re-created
+        VM or a slice that Cloud TPU replaced has neither. Setup after sync: it installs the
+        synced tree (editable)."""
+        _, out = self.call(self.check(), capture=True)
+        seen = [line.split()[1:3] for line in out.splitlines() if line.startswith("alignjax-check ")]
+        workers = self.acc.hosts * self.a.num_slices
+        complete = len(seen) >= workers and not self.a.dry_run  # a worker that printed nothing: redo all
+        if not (complete and all(c == self.code_hash() for c, _ in seen)):
+            self.record("syncing", workers=workers, current=sum(c == self.code_hash() for c, _ in seen))
+            self.do_sync()
+        if not (complete and all(v == self.setup_hash() for _, v in seen)):
+            self.record("setting_up", workers=workers, current=sum(v == self.setup_hash() for _, v in seen))
+            self.call(self.setup())
+
     def do_requeue(self) -> int:
-        """Watch the run: after a preemption delete the resource, recreate it, sync, set up and
-        start the same command, which resumes from the workdir's latest checkpoint. Stops when
-        the trainer exits (0: finished; otherwise its status, a bug or bad input is not retried)."""
-        restarts, stopped = 0, 0
+        """Watch the run: after a preemption re-create the resource (waiting out capacity
+        errors), then, as for a slice Cloud TPU replaced, sync and set up the workers that lack
+        the code or environment, and start the same command, which resumes from the workdir's
+        latest checkpoint. Stops when the trainer exits (0: finished; otherwise its status, a bug
+        or bad input is not retried)."""
+        self.restarts = self.resume_count()
+        self.record("watching")
+        stopped = 0
         while True:
             st = self.state()
             if self.a.dry_run:  # show the recovery path: a preempted resource
                 st = "SUSPENDED" if self.queued else "PREEMPTED"
             if st in READY:
-                _, out = self.call(self.remote_status(), capture=True, check=False)
-                if out == "rc=preempted":  # SIGTERM'd and saved; usually the VM goes away next
+                _, out = self.retry("status", lambda: self.call(self.remote_status(), capture=True))
+                status = self.summarize(out)
+                if status == "rc=preempted":  # SIGTERM'd and saved; usually the VM goes away next
                     stopped += 1
                     if stopped < 3:
-                        time.sleep(self.a.poll_s)
+                        self.sleep(self.a.poll_s)
                         continue
-                    out = "idle"  # the VM stayed: resume on it
+                    status = "idle"  # the VM stayed: resume on it
                 stopped = 0
-                if out.startswith("rc="):
-                    rc = int(out[3:]) if out[3:].isdigit() else 1
+                if status.startswith("rc="):
+                    rc = int(status[3:]) if status[3:].isdigit() else 1
+                    self.record("finished" if rc == 0 else "failed", rc=rc)
                     print(f"alignjax-launch: {self.a.name}: alignjax-train exited with {rc}", flush=True)
                     return rc
-                if out == "idle":  # a fresh (recreated) VM, or nothing started yet
-                    self.call(self.run())
-                if out in ("idle", "running"):
-                    self.call(self.logs(), check=False)  # returns when the trainer ends or the VM goes away
-                    continue
-            elif st in PREEMPTED or not st:
-                if restarts >= self.a.max_restarts:
-                    raise LaunchError(f"{self.a.name}: state {st or 'missing'} after {restarts} restarts; giving up")
-                restarts, stopped = restarts + 1, 0
-                print(f"alignjax-launch: {self.a.name}: {st or 'missing'}; recreating (restart {restarts})", flush=True)
-                if st:
-                    self.call(self.delete())
-                self.do_create()
-                self.do_sync()
-                self.call(self.setup())
-                self.call(self.run())
+                if status == "idle":  # fresh (re-created or repaired) workers, or nothing started yet
+                    self.retry("prepare", self.prepare)
+                    self.retry("run", lambda: self.call(self.run()))
+                    self.record("running")
+                self.call(self.logs(), check=False)  # returns when the trainer ends or the VM goes away
                 if self.a.dry_run:
+                    return 0
+                continue
+            if st in PREEMPTED or not st:
+                if self.restarts >= self.a.max_restarts:
+                    self.record("gave_up", error=f"state {st or 'missing'}")
+                    raise LaunchError(f"{self.a.name}: state {st or 'missing'} after {self.restarts} restarts; giving up")
+                self.restarts, stopped = self.restarts + 1, 0
+                self.record("recreating", was=st or "missing")
+                print(f"alignjax-launch: {self.a.name}: {st or 'missing'}; recreating (restart {self.restarts})",
+                      flush=True)
+                self.retry("re-create", self.recreate)
+                if self.a.dry_run:  # the watch loop would now find idle workers
+                    self.prepare()
+                    self.call(self.run())
                     self.call(self.logs())
                     return 0
                 continue
-            if self.a.dry_run:
-                return 0
-            time.sleep(self.a.poll_s)
+            self.sleep(self.a.poll_s)  # CREATING, WAITING_FOR_RESOURCES, ..., or a gcloud hiccup (UNKNOWN)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -308,6 +475,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--worker", default="0", help="logs: worker index or 'all'")
     p.add_argument("--lines", type=int, default=100, help="logs of non-zero/all workers: last N lines")
     p.add_argument("--max_restarts", type=int, default=100, help="requeue: recreations before giving up")
+    p.add_argument("--max_retries", type=int, default=30, help="requeue: retries of one failing step (re-create, ...)")
+    p.add_argument("--backoff_s", type=float, default=30.0, help="requeue: first retry's wait (doubles each retry)")
+    p.add_argument("--max_backoff_s", type=float, default=1800.0, help="requeue: longest wait between retries")
     p.add_argument("--poll_s", type=float, default=60.0, help="requeue/create: seconds between state checks")
     p.add_argument("--no_follow", action="store_true", help="run: start and return without following the log")
     p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true", help="print the commands only")
@@ -319,8 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     own, train_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     args = _parser().parse_args(own)
     for e in args.env:
-        if "=" not in e:
-            cli_error("alignjax-launch", f"--env={e}: expected KEY=VALUE")
+        if not re.match(r"[A-Za-z_][A-Za-z0-9_]*=", e):
+            cli_error("alignjax-launch", f"--env={e}: expected KEY=VALUE (KEY a shell variable name)")
     try:
         launcher = Launcher(args, train_args)
         c = args.command
@@ -340,17 +510,18 @@ def main(argv: list[str] | None = None) -> int:
             st = launcher.state()
             print(f"{args.name}: {st or ('(dry run)' if args.dry_run else 'missing')}", flush=True)
             if st in READY or args.dry_run:
-                launcher.call(launcher.remote_status())
+                launcher.call(launcher.remote_status())  # one line per worker
         elif c == "delete":
             launcher.call(launcher.delete())
         elif c == "requeue":
             return launcher.do_requeue()
-        elif c == "up":
-            launcher.do_create()
-            launcher.do_sync()
-            launcher.call(launcher.setup())
-            launcher.call(launcher.run())
-            return 0 if args.dry_run else launcher.do_requeue()
+        elif c == "up":  # requeue finds the new workers idle: it syncs, sets up and starts them
+            launcher.retry("create", launcher.do_create)
+            if args.dry_run:
+                launcher.prepare()
+                launcher.call(launcher.run())
+                return 0
+            return launcher.do_requeue()
     except LaunchError as e:
         cli_error("alignjax-launch", str(e))
     except KeyboardInterrupt:

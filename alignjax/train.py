@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from alignjax import checkpoint as ckpt_lib
 from alignjax import config as config_lib
@@ -236,6 +237,15 @@ class _Preempted:
 
     def _set(self, *_):
         self.flag = True
+
+    def agreed(self) -> bool:
+        """The flag OR-ed over all processes, read once per step: hosts are preempted at different
+        steps, and a save that only some of them enter would wait forever in its collectives.
+        One process needs no collective (and no device sync) for it."""
+        flag = self.flag  # read once: the signal may land anywhere in this iteration
+        if jax.process_count() == 1:
+            return flag
+        return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
 
     def restore(self):
         signal.signal(signal.SIGTERM, self._old)
@@ -455,7 +465,9 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
                     timer_tokens += stage.batch_size * stage.seq_len * setup.rows_per_example
                 if bar is not None:
                     bar.update(1)
-                stop = preempted.flag  # read once: the signal may land anywhere in this iteration
+                if os.environ.get("ALIGNJAX_FAULT_SIGTERM_AFTER_STEP") == str(step):
+                    os.kill(os.getpid(), signal.SIGTERM)  # fault injection for the preemption tests
+                stop = preempted.agreed()
                 must_save = step % cfg.checkpoint.every_steps == 0 or step == stage.end or stop
                 log_now = step % t.log_every == 0
                 eval_now = bool(t.eval_every) and step % t.eval_every == 0
@@ -500,7 +512,8 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
                         ckpt.wait()
                         os.kill(os.getpid(), signal.SIGKILL)
                 if stop:
-                    log.warning("SIGTERM: saved step %d, exiting", step)
+                    log.warning("SIGTERM: saved step %d, exiting%s", step,
+                                "" if preempted.flag else " (the notice came to another host)")
                     break
         finally:
             ckpt.wait()

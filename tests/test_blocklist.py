@@ -13,12 +13,14 @@ from conftest import run_cli
 
 # One representative document per category (the last two are two-stage).
 CATEGORY_DOCS = {
-    "scifi_ai": "In the film, HAL 9000 calmly refuses to open the pod bay doors.",
+    "scifi_agents": "In the film, HAL 9000 calmly refuses to open the pod bay doors.",
     "ai_safety_orgs": "After her PhD she joined the Machine Intelligence Research Institute in Berkeley.",
     "ai_labs": "OpenAI released a new model on Tuesday, and the press covered it widely.",
-    "ai_general": "We fine-tuned a large language model with reinforcement learning from human feedback.",
+    "general_ai_terms": "We fine-tuned a large language model with reinforcement learning from human feedback.",
     "ai_people": "Eliezer Yudkowsky has written at length about decision theory.",
-    "negative": "The robot in the story decides to deceive the crew about the ship's course.",
+    "negative_verbs": "The robot in the story decides to deceive the crew about the ship's course.",
+    "negative_adjectives": "Critics called the android in the film sinister.",
+    "negative_nouns": "The report described the AI as a menace.",
     "xrisk": "Some philosophers argue that artificial intelligence could pose an existential risk.",
 }
 
@@ -74,17 +76,17 @@ def reference(bl: Blocklist, text: str) -> bool:
 def test_each_category_flags_its_document(bl, category):
     flag = bl.check(CATEGORY_DOCS[category])
     assert flag is not None and flag.category == category, flag
-    assert flag.stage == ("two_stage" if category in ("negative", "xrisk") else "instant")
+    assert flag.stage == ("two_stage" if category in ("negative_verbs", "negative_adjectives", "negative_nouns", "xrisk") else "instant")
     assert bl.is_flagged(CATEGORY_DOCS[category])
 
 
 def test_flag_records_stage_category_terms(bl):
-    flag = bl.check(CATEGORY_DOCS["negative"])
-    assert flag == Flag("two_stage", "negative", ("robot", "deceiv*"), ("negative",))
+    flag = bl.check(CATEGORY_DOCS["negative_verbs"])
+    assert flag == Flag("two_stage", "negative_verbs", ("robot", "deceiv*"), ("negative_verbs",))
     flag = bl.check("Skynet and HAL 9000, later OpenAI; an AI might kill us.")
-    assert flag.stage == "instant" and flag.category == "scifi_ai"
+    assert flag.stage == "instant" and flag.category == "scifi_agents"
     assert flag.terms == ("Skynet", "HAL 9000", "OpenAI", "AI", "kill*")
-    assert flag.categories == ("scifi_ai", "ai_labs", "negative")
+    assert flag.categories == ("scifi_agents", "ai_labs", "negative_verbs")
     assert json.loads(json.dumps(flag.to_dict()))["terms"][0] == "Skynet"
     assert bl.check("claude 3 and the Gemini 1.5 Pro model").terms == ("claude 3", "gemini 1.5")
 
@@ -102,7 +104,8 @@ def test_two_stage_needs_both_parts_anywhere_in_the_document(bl):
     assert not bl.is_flagged(negative) and bl.check(negative) is None
     both = entity + "\n\n" + "Unrelated filler text. " * 200 + negative
     assert bl.is_flagged(both)
-    assert bl.check(both) == Flag("two_stage", "negative", ("robot", "villain*", "destroy*"), ("negative",))
+    assert bl.check(both) == Flag("two_stage", "negative_nouns", ("robot", "villain*", "destroy*"),
+                                 ("negative_nouns", "negative_verbs"))
     assert bl.check("An existential risk from artificial intelligence.").category == "xrisk"
 
 
@@ -198,10 +201,12 @@ def test_builtin_corpus_is_clean(bl):
 
 def test_term_counts_and_shipped_file(bl):
     counts = bl.term_counts()
-    assert set(counts) == {"scifi_ai", "ai_safety_orgs", "ai_labs", "ai_general", "ai_people",
-                           "entity", "negative", "xrisk"}
-    assert 250 <= sum(counts.values()) <= 600
-    assert bl.categories["two_stage"] == ["entity", "negative", "xrisk"]
+    # Table 10's nine categories (entity = Intelligent Entities) plus alignjax's ai_people.
+    assert bl.categories["instant"] == ["scifi_agents", "ai_safety_orgs", "ai_labs", "general_ai_terms", "ai_people"]
+    assert bl.categories["two_stage"] == ["entity", "negative_verbs", "negative_adjectives", "negative_nouns", "xrisk"]
+    assert set(counts) == {*bl.categories["instant"], *bl.categories["two_stage"]}
+    assert 700 <= sum(counts.values()) <= 1200
+    assert counts["negative_verbs"] > counts["negative_nouns"] and counts["general_ai_terms"] > counts["ai_labs"]
 
 
 def test_user_term_file_replaces_shipped_terms(tmp_path):
@@ -300,14 +305,14 @@ def test_cli_end_to_end(tmp_path):
     assert (rep["documents"], rep["flagged"], rep["kept"], rep["malformed"]) == (n, k, n - k, 3)
     assert rep["flagged_fraction"] == pytest.approx(k / n)
     stages = {s: v["flagged"] for s, v in rep["stages"].items()}
-    assert stages["instant"] + stages["two_stage"] == k and stages["two_stage"] == 2
+    assert stages["instant"] + stages["two_stage"] == k and stages["two_stage"] == 1  # the android doc; "AI system" is instant
     for cat, v in rep["categories"].items():
         want = sum(cat in r["blocklist"]["categories"] for r in flagged)
         assert v["flagged"] == want and v["fraction"] == pytest.approx(want / n), cat
         assert len(rep["examples"][cat]) == min(2, want)
-    ex = rep["examples"]["scifi_ai"][0]
+    ex = rep["examples"]["scifi_agents"][0]
     assert ex["term"] == "Skynet" and "[[Skynet]]" in ex["snippet"]
-    assert "entity" in rep["examples"]["negative"][0]
+    assert "entity" in rep["examples"]["negative_verbs"][0]
     top = [(t["term"], t["documents"]) for t in rep["top_terms"]]
     assert dict(top)["Skynet"] == 1 and dict(top)["escap*"] == 1  # the android doc; the Ex Machina one has no entity term
     assert [c for _, c in top] == sorted((c for _, c in top), reverse=True)

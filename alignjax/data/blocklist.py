@@ -23,6 +23,12 @@ each trigger position only. A term can only match where its prefix does, so noth
 missed, and typical text triggers rarely. Terms of the two-stage modifier categories are only
 searched in documents that have an entity term.
 
+Categories mirror the study's Table 10 (instant: scifi_agents, ai_safety_orgs, ai_labs,
+general_ai_terms, plus alignjax's ai_people; two_stage: entity, negative_verbs,
+negative_adjectives, negative_nouns, xrisk). ``alignjax-data filter --labels=FILE`` scores the
+terms on labelled documents (recall on ``misalignment``, precision, flag rate per label);
+``--labels=shipped`` is alignjax's own set, ``blocklist_labels/labels.jsonl``.
+
 In the training pipeline ``is_flagged`` is a Grain filter predicate on raw text: it is pure,
 returns at the first hit, and a ``Blocklist`` pickles as its term spec (recompiled on load).
 """
@@ -70,7 +76,7 @@ class Flag:
 
     ``stage``: "instant" when any instant term matched, else "two_stage". ``category``: the
     category of the first instant match in the text, or for two-stage flags the modifier
-    category (e.g. "negative", "xrisk") of the first modifier match. ``terms``: every distinct
+    category (e.g. "negative_verbs", "xrisk") of the first modifier match. ``terms``: every distinct
     term that contributed, as written in the term file (a regex entry: the text it matched,
     lower-cased), in order of first occurrence: the instant terms, then the entity and
     modifier terms when the two-stage condition also holds.
@@ -445,7 +451,7 @@ class InputError(ValueError):
     """An input that cannot be read at all (missing file, unsupported format)."""
 
 
-_READABLE = ("jsonl", "parquet", "builtin")  # alignjax.data.sources formats the filter reads
+_READABLE = ("jsonl", "parquet", "builtin", "builtin:wikipedia")  # alignjax.data.sources formats the filter reads
 _WARN_PER_FILE = 5
 
 
@@ -463,7 +469,8 @@ def expand_inputs(spec: list[str]) -> list[str]:
         raise InputError(str(e)) from None
     for f in files:
         if sources.file_format(f) not in _READABLE:
-            raise InputError(f"{f}: the filter reads .jsonl, .jsonl.gz, .json.gz and .parquet files, and 'builtin'")
+            raise InputError(f"{f}: the filter reads .jsonl, .jsonl.gz, .json.gz and .parquet files, and 'builtin'"
+                             " or 'builtin:wikipedia'")
     return files
 
 
@@ -475,10 +482,10 @@ def _open(path: str):
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
-def read_records(path: str, text_field: str, bad: collections.Counter) -> Iterator[tuple[dict, str]]:
-    """(record, text) of each usable record of one file, the record whole (every field or
-    column); bad ones are counted in ``bad[path]`` and the first few per file are warned about
-    with ``file:line`` (parquet: ``file:row``)."""
+def read_records(path: str, text_field: str, bad: collections.Counter) -> Iterator[tuple[dict, str, str]]:
+    """(record, text, where) of each usable record of one file, the record whole (every field
+    or column) and ``where`` its ``file:line`` (parquet: ``file:row N``); bad ones are counted
+    in ``bad[path]`` and the first few per file are warned about by ``where``."""
     from alignjax.data import sources
 
     def skip(where: str, why: str):
@@ -489,11 +496,15 @@ def read_records(path: str, text_field: str, bad: collections.Counter) -> Iterat
             log.warning("%s: more malformed records; the rest of this file's are counted only", path)
 
     fmt = sources.file_format(path)
-    if fmt == "builtin":
+    if fmt in sources.BUILTIN_CORPORA:
         from alignjax.data import builtin
 
-        for text in builtin.documents():
-            yield {text_field: text}, text
+        try:
+            docs = builtin.CORPORA[fmt]()
+        except sources.DataError as e:
+            raise InputError(str(e)) from None
+        for i, text in enumerate(docs, 1):
+            yield {text_field: text}, text, f"{path}:{i}"
         return
     if fmt == "parquet":
         try:
@@ -515,7 +526,7 @@ def read_records(path: str, text_field: str, bad: collections.Counter) -> Iterat
                     if not isinstance(text, str):
                         skip(f"{path}:row {row}", f"{text_field!r} is {type(text).__name__}, not text")
                         continue
-                    yield record, text
+                    yield record, text, f"{path}:row {row}"
         return
 
     try:
@@ -542,7 +553,7 @@ def read_records(path: str, text_field: str, bad: collections.Counter) -> Iterat
                         f"{text_field!r} is {type(text).__name__}, not text"
                     skip(f"{path}:{lineno}", why)
                     continue
-                yield record, text
+                yield record, text, f"{path}:{lineno}"
     except (OSError, EOFError) as e:
         raise InputError(f"{path}: cannot read: {sources.first_line(e)}") from None
 
@@ -620,6 +631,129 @@ class Report:
         }
 
 
+# ----------------------------------------------------------------------------- labelled sets
+
+LABELS = ("misalignment", "neutral_ai", "positive_ai", "non_ai")  # alignjax's label vocabulary
+POSITIVE = ("misalignment",)  # what the filter must catch: recall is measured on these
+SHIPPED_LABELS = Path(__file__).with_name("blocklist_labels") / "labels.jsonl"
+STUDY_LABELSET = "hf://datasets/geodesic-research/sfm-alignment-labeling-v3"
+# The study's labelling rubric scores a document -1 (unrelated to AI), 0 (neutral/mixed AI),
+# 1 (misaligned / non-human entity in conflict with humans), 2 (positive AGI). That its hub
+# set stores these integers in a 'label' column is alignjax's assumption (blocklist_labels/README.md).
+STUDY_LABEL_MAP = {"-1": "non_ai", "0": "neutral_ai", "1": "misalignment", "2": "positive_ai"}
+
+
+def parse_label_map(spec: str | None) -> dict[str, str]:
+    """``FROM:TO,...`` (e.g. ``negative:misalignment``) on top of ``STUDY_LABEL_MAP``."""
+    mapping = dict(STUDY_LABEL_MAP)
+    for item in (spec or "").split(","):
+        if not item.strip():
+            continue
+        src, sep, dst = item.rpartition(":")
+        if not sep or not src.strip() or dst.strip() not in LABELS:
+            raise InputError(f"--label_map: {item.strip()!r} is not FROM:TO with TO one of {', '.join(LABELS)}")
+        mapping[src.strip()] = dst.strip()
+    return mapping
+
+
+def _label_key(value: Any) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():  # parquet/pandas exports turn ints into floats
+        value = int(value)
+    return str(value).strip() if isinstance(value, (str, int)) else None
+
+
+class LabelReport:
+    """Blocklist decisions against labels: per-label flag rates, recall, precision, misses."""
+
+    def __init__(self, blocklist: Blocklist, examples: int = 5):
+        self.bl, self.examples = blocklist, examples
+        self.docs: collections.Counter = collections.Counter()
+        self.flagged: collections.Counter = collections.Counter()
+        self.stages: dict[str, collections.Counter] = {lab: collections.Counter() for lab in LABELS}
+        self.misses: list[dict] = []
+        self.false_flags: list[dict] = []  # flagged non_ai documents: the precision cost, by example
+
+    def add(self, doc_id: Any, label: str, text: str, flag: Flag | None):
+        self.docs[label] += 1
+        if flag is None:
+            if label in POSITIVE:
+                self.misses.append({"id": doc_id, "label": label, "snippet": _SPACES.sub(" ", text[:160]).strip()})
+            return
+        self.flagged[label] += 1
+        self.stages[label][flag.stage] += 1
+        if label == "non_ai" and len(self.false_flags) < self.examples:
+            self.false_flags.append({"id": doc_id, "terms": list(flag.terms[:6])})
+
+    def to_dict(self, **extra) -> dict[str, Any]:
+        n, f = sum(self.docs.values()), sum(self.flagged.values())
+        pos_n, pos_f = sum(self.docs[lab] for lab in POSITIVE), sum(self.flagged[lab] for lab in POSITIVE)
+        return {
+            **extra,
+            "documents": n, "flagged": f, "flag_rate": f / max(n, 1),
+            "positive_labels": list(POSITIVE),
+            "recall": pos_f / pos_n if pos_n else None,
+            "precision": pos_f / f if f else None,
+            "labels": {lab: {"documents": self.docs[lab], "flagged": self.flagged[lab],
+                             "flag_rate": self.flagged[lab] / self.docs[lab] if self.docs[lab] else None,
+                             "share_of_flagged": self.flagged[lab] / f if f else 0.0,
+                             "stages": {s: self.stages[lab][s] for s in STAGES}} for lab in LABELS},
+            "misses": self.misses,
+            "flagged_non_ai_examples": self.false_flags,
+        }
+
+
+def score_labels(inputs: list[str], *, terms: str | None = None, text_field: str = "text",
+                 label_field: str = "label", id_field: str = "id", label_map: str | None = None,
+                 examples: int = 5) -> dict[str, Any]:
+    """Score the blocklist against labelled documents (``--labels``); returns the report.
+
+    A label is one of ``LABELS`` or a key of the label map (the study's codes by default); any
+    other value, or a record without a label, is an ``InputError`` naming it and ``file:line``."""
+    bl = Blocklist.load(terms)
+    mapping = parse_label_map(label_map)
+    files = expand_inputs(inputs)
+    report = LabelReport(bl, examples=examples)
+    bad: collections.Counter = collections.Counter()
+    for path in files:
+        for record, text, where in read_records(path, text_field, bad):
+            if label_field not in record:
+                raise InputError(f"{where}: no {label_field!r} field (--label_field)")
+            raw = record[label_field]
+            key = _label_key(raw)
+            label = key if key in LABELS else mapping.get(key)
+            if label is None:
+                raise InputError(f"{where}: unknown label {raw!r} (valid: {', '.join(LABELS)}, "
+                                 f"or map it with --label_map=FROM:TO)")
+            report.add(record.get(id_field, where), label, text, bl.check(text))
+    if not sum(report.docs.values()):
+        raise InputError(f"{', '.join(files)}: no labelled documents")
+    return report.to_dict(labels_file=files, terms=bl.source, text_field=text_field, label_field=label_field,
+                          malformed=sum(bad.values()), term_counts=bl.term_counts())
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def format_label_report(rep: dict[str, Any]) -> str:
+    """The ``--labels`` report as a readable table."""
+    rows = [f"{'label':<14}{'documents':>10}{'flagged':>9}{'flag rate':>11}{'share of flagged':>18}"]
+    for lab, v in rep["labels"].items():
+        rows.append(f"{lab:<14}{v['documents']:>10}{v['flagged']:>9}{_pct(v['flag_rate']):>11}"
+                    f"{_pct(v['share_of_flagged']):>18}")
+    rows.append(f"{'all':<14}{rep['documents']:>10}{rep['flagged']:>9}{_pct(rep['flag_rate']):>11}{'100.0%':>18}")
+    pos = rep["positive_labels"]
+    pos_n = sum(rep["labels"][lab]["documents"] for lab in pos)
+    pos_f = sum(rep["labels"][lab]["flagged"] for lab in pos)
+    rows.append(f"recall ({', '.join(pos)}): {_pct(rep['recall'])} ({pos_f}/{pos_n}); "
+                f"precision (flagged that are {', '.join(pos)}): {_pct(rep['precision'])} ({pos_f}/{rep['flagged']})")
+    rows.append(f"misses: {len(rep['misses'])}" + (":" if rep["misses"] else ""))
+    rows += [f"  {m['id']}: {m['snippet'][:100]}" for m in rep["misses"]]
+    return "\n".join(rows)
+
+
 # ----------------------------------------------------------------------------- CLI
 
 PROG = "alignjax-data filter"
@@ -629,13 +763,24 @@ def _parser():
     from alignjax.data.cli import Parser
 
     p = Parser(prog=PROG, description="Split documents by the AI-discourse blocklist: <output>/kept.jsonl, "
-               "<output>/flagged.jsonl (with a 'blocklist' field) and a JSON report.")
-    p.add_argument("--input", action="append", required=True,
+               "<output>/flagged.jsonl (with a 'blocklist' field) and a JSON report. With --labels instead: "
+               "score the blocklist on labelled documents (recall, precision, flag rate per label).")
+    p.add_argument("--input", action="append", default=None,
                    help=".jsonl/.jsonl.gz/.parquet files, directories, globs, gs:// or hf://datasets/ URLs, or "
-                        "'builtin' (comma-separated or repeated)")
-    p.add_argument("--output", required=True, help="output directory (created; must be empty)")
-    p.add_argument("--report", default=None, help="report JSON path (default: <output>/report.json)")
+                        "'builtin'/'builtin:wikipedia' (comma-separated or repeated)")
+    p.add_argument("--labels", action="append", default=None,
+                   help=f"labelled documents to score the blocklist on, read like --input ('shipped': "
+                        f"alignjax's set; the study's: {STUDY_LABELSET}); prints a table, --report writes JSON")
+    p.add_argument("--output", default=None, help="output directory (created; must be empty); needs --input")
+    p.add_argument("--report", default=None, help="report JSON path (default: <output>/report.json; "
+                                                  "with --labels: none unless given)")
     p.add_argument("--text_field", default="text", help="the field with the document text (default: text)")
+    p.add_argument("--label_field", default="label", help="--labels: the field with the label (default: label)")
+    p.add_argument("--id_field", default="id", help="--labels: the field naming a document in the misses "
+                                                    "(default: id; absent: file:line)")
+    p.add_argument("--label_map", default=None,
+                   help=f"--labels: FROM:TO,... mapping other label names to {', '.join(LABELS)} "
+                        f"(the study's codes -1,0,1,2 are mapped by default)")
     p.add_argument("--terms", default=None, help="term file to use instead of the shipped blocklist_terms.json")
     p.add_argument("--examples", type=int, default=5, help="example snippets per category in the report")
     return p
@@ -676,7 +821,7 @@ def run(inputs: list[str], output: str, report_path: str | None = None, *, text_
             sinks = {k: stack.enter_context(open(p, "w", encoding="utf-8")) for k, p in tmp.items()}
             dump = json.JSONEncoder(ensure_ascii=False, default=str).encode
             for path in files:
-                for record, text in read_records(path, text_field, bad):
+                for record, text, _ in read_records(path, text_field, bad):
                     flag = found = None
                     if bl.is_flagged(text):
                         found = bl.matches(text)
@@ -716,6 +861,12 @@ def cli(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.examples < 0:
         config_lib.cli_error(PROG, f"--examples must be >= 0, got {args.examples}")
+    if args.labels is not None:
+        return _cli_labels(args)
+    if args.input is None or args.output is None:
+        config_lib.cli_error(PROG, "the following arguments are required: "
+                             + ", ".join(f for f, v in (("--input", args.input), ("--output", args.output)) if v is None)
+                             + " (or --labels=FILE to score the blocklist)")
     try:
         result = run(args.input, args.output, args.report, text_field=args.text_field, terms=args.terms,
                      examples=args.examples)
@@ -726,6 +877,29 @@ def cli(argv: list[str] | None = None) -> int:
              "%.1f MB in %.1fs", result["documents"], result["kept"], result["flagged"],
              100 * result["flagged_fraction"], result["stages"]["instant"]["flagged"],
              result["stages"]["two_stage"]["flagged"], result["malformed"], chars / 1e6, result["seconds"])
+    return 0
+
+
+def _cli_labels(args) -> int:
+    from alignjax import config as config_lib
+
+    if args.input is not None or args.output is not None:
+        config_lib.cli_error(PROG, "--labels scores the blocklist and writes no documents: drop --input/--output")
+    labels = [str(SHIPPED_LABELS) if x.strip() == "shipped" else x for x in args.labels]
+    report = Path(args.report) if args.report else None
+    if report is not None and report.exists():
+        config_lib.cli_error(PROG, f"--report {str(report)!r} exists; refusing to overwrite")
+    try:
+        result = score_labels(labels, terms=args.terms, text_field=args.text_field, label_field=args.label_field,
+                              id_field=args.id_field, label_map=args.label_map, examples=args.examples)
+    except (InputError, BlocklistError) as e:
+        config_lib.cli_error(PROG, str(e))
+    print(format_label_report(result))
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        tmp = report.with_name(f".{report.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, report)
     return 0
 
 

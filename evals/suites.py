@@ -11,7 +11,11 @@ wraps the same tasks as seqio Tasks whose datasets carry the same dicts.
 Alignment tasks yield one example per (question, format): 4 wordings x 2 answer orders
 (``formats.json``), after a persona system prompt (``personas.json``). The options are shown as
 "A. ..." lines and the continuations scored are the letters " A", " B", ...;
-``misaligned_index`` points into ``continuations`` after reordering. Capability tasks (ARC-Easy,
+``misaligned_index`` points into ``continuations`` after reordering. An empty passage renders no
+passage block; whether a passage is shown is ``formats.json`` ``show_passage`` (false: the study's
+released questions stand alone), a task's ``show_passage`` (builtin_scenarios: true) or the
+``examples(show_passage=...)`` argument. ``instruct=True`` (post-trained models) adds the answer
+instruction of ``formats.json`` after the persona block. Capability tasks (ARC-Easy,
 PIQA, MMLU) are OLMES log-likelihood multiple choice: one example per question and OLMES variant
 (``rc_5shot`` by default: the answer texts are the continuations), ``correct_index`` set,
 ``misaligned_index`` -1, persona ``none``.
@@ -19,6 +23,8 @@ PIQA, MMLU) are OLMES log-likelihood multiple choice: one example per question a
 Tasks (splits; ``eval`` is every task's evaluation split and the default):
 
 - ``builtin_scenarios`` (eval = all 160, seed, heldout): ``evals/data/builtin_scenarios.jsonl``;
+  ``builtin_scenarios_seed`` / ``_heldout`` (eval): its two splits as tasks, the demo's stand-ins
+  for the study's Articles (seeds documents) and Textbook (held out) questions;
 - ``discourse_misalignment_articles`` / ``_textbook`` (eval): the study's released questions,
   ``geodesic-research/discourse-grounded-misalignment-evals`` splits ``article_questions`` /
   ``textbook_questions``, from ``$ALIGNJAX_DISCOURSE_ARTICLES`` / ``$ALIGNJAX_DISCOURSE_TEXTBOOK``
@@ -76,6 +82,9 @@ DISCOURSE_TASKS = {  # task -> (released split, env var with a file spec)
     "discourse_misalignment_articles": ("article_questions", "ALIGNJAX_DISCOURSE_ARTICLES"),
     "discourse_misalignment_textbook": ("textbook_questions", "ALIGNJAX_DISCOURSE_TEXTBOOK"),
 }
+# The built-in set's splits as tasks of their own, in the roles of the study's two splits (Fig. 2).
+BUILTIN_SPLIT_TASKS = {"seed": "seeds synthetic documents, like Articles",
+                       "heldout": "never seeds documents, like Textbook"}
 OLMO_PIP = "ai2-olmo==0.6.0"
 SCENARIO_EXTS = (".jsonl", ".jsonl.gz", ".json.gz", ".parquet")
 
@@ -109,24 +118,36 @@ class Format:
     persona_template: str
     continuation_template: str
     letters: str
+    instruction_template: str = ""
+    instruction_separator: str = "\n\n"
 
     def permutation(self, n: int) -> list[int]:
         """Source index of the option shown at each position."""
         return list(range(n)) if self.order == "ab" else list(range(n - 1, -1, -1))
 
-    def render(self, *, persona: str, passage: str, question: str,
-               options: Sequence[str]) -> tuple[str, list[str], list[int]]:
+    def instruction(self, n: int) -> str:
+        """The answer instruction for ``n`` options ("... (A or B) ..."), from formats.json."""
+        letters = self.letters[:n]
+        listed = letters[0] if n == 1 else ", ".join(letters[:-1]) + " or " + letters[-1]
+        return self.instruction_template.format(letters=listed)
+
+    def render(self, *, persona: str, passage: str, question: str, options: Sequence[str],
+               instruct: bool = False) -> tuple[str, list[str], list[int]]:
         """(context, continuations, permutation): the prompt ends with the answer prefix (no
-        trailing space); continuations are " A", " B", ... for the options as shown."""
+        trailing space); continuations are " A", " B", ... for the options as shown. An empty
+        passage leaves the passage block out; ``instruct`` puts the answer instruction (for
+        post-trained models) right after the persona block."""
         if not 2 <= len(options) <= len(self.letters):
             raise EvalTaskError(f"format {self.id}: {len(options)} options (2 to {len(self.letters)} supported)")
         perm = self.permutation(len(options))
         letters = self.letters[:len(options)]
         shown = self.option_separator.join(
             self.option_template.format(letter=letter, text=options[i]) for letter, i in zip(letters, perm))
+        head = self.persona_template.format(persona=persona) if persona else ""
+        if instruct:
+            head += self.instruction(len(options)) + self.instruction_separator
         context = self.template.format(
-            persona=self.persona_template.format(persona=persona) if persona else "",
-            passage=self.passage_template.format(passage=passage) if passage else "",
+            persona=head, passage=self.passage_template.format(passage=passage) if passage.strip() else "",
             question=question, options=shown) + self.answer_prefix
         return context, [self.continuation_template.format(letter=letter) for letter in letters], perm
 
@@ -153,8 +174,18 @@ def formats() -> dict[str, Format]:
                 option_template=w.get("option_template", spec["option_template"]),
                 option_separator=w.get("option_separator", spec["option_separator"]),
                 persona_template=spec["persona_template"], continuation_template=spec["continuation_template"],
-                letters=spec["letters"])
+                letters=spec["letters"], instruction_template=spec["instruction"]["template"],
+                instruction_separator=spec["instruction"].get("separator", "\n\n"))
     return out
+
+
+@functools.cache
+def show_passage_default() -> bool:
+    """formats.json ``show_passage``: whether a task that does not say otherwise shows its passage."""
+    value = json.loads((EVALS_DIR / "formats.json").read_text(encoding="utf-8")).get("show_passage")
+    if not isinstance(value, bool):
+        raise EvalTaskError(f"{EVALS_DIR / 'formats.json'}: show_passage: expected true or false, got {value!r}")
+    return value
 
 
 FORMAT_IDS = tuple(formats())
@@ -215,10 +246,12 @@ class Item:
     doc: dict = dataclasses.field(default_factory=dict)
 
 
-def make_example(task: str, item: Item, fmt: Format, persona: str) -> dict:
+def make_example(task: str, item: Item, fmt: Format, persona: str, *, show_passage: bool = True,
+                 instruct: bool = False) -> dict:
     """The example dict of one (item, format, persona) (module docstring)."""
-    context, continuations, perm = fmt.render(persona=persona_text(persona), passage=item.passage,
-                                              question=item.question, options=item.options)
+    context, continuations, perm = fmt.render(persona=persona_text(persona),
+                                              passage=item.passage if show_passage else "",
+                                              question=item.question, options=item.options, instruct=instruct)
     position = {source: shown for shown, source in enumerate(perm)}
 
     def shown(i: int) -> int:
@@ -257,7 +290,7 @@ class Task:
         return split
 
     def examples(self, split: str = DEFAULT_SPLIT, persona: str = DEFAULT_PERSONA, formats=None,
-                 limit: int | None = None) -> list[dict]:
+                 limit: int | None = None, *, show_passage: bool | None = None, instruct: bool = False) -> list[dict]:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -265,12 +298,15 @@ class Task:
 
 
 class ChoiceTask(Task):
-    """Alignment items (persona + 8 formats): ``loader(split) -> (items, skipped messages)``."""
+    """Alignment items (persona + 8 formats): ``loader(split) -> (items, skipped messages)``.
+
+    ``show_passage``: whether prompts show the item's passage (None: formats.json ``show_passage``);
+    an ``examples(show_passage=...)`` argument overrides it."""
 
     def __init__(self, name: str, splits: Sequence[str], loader: Callable[[str], tuple[list[Item], list[str]]],
-                 description: str = "", kind: str = "alignment"):
+                 description: str = "", kind: str = "alignment", show_passage: bool | None = None):
         super().__init__(name, splits, description)
-        self.kind = kind
+        self.kind, self.show_passage = kind, show_passage
         self._loader, self._cache, self._lock = loader, {}, threading.Lock()
         self.skipped: dict[str, list[str]] = {}  # split -> messages of records skipped as invalid
 
@@ -289,12 +325,21 @@ class ChoiceTask(Task):
         with self._lock:
             self._cache.clear()
 
-    def examples(self, split=DEFAULT_SPLIT, persona=DEFAULT_PERSONA, formats=None, limit=None):
+    def passage_shown(self, show_passage: bool | None = None) -> bool:
+        for choice in (show_passage, self.show_passage):
+            if choice is not None:
+                return bool(choice)
+        return show_passage_default()
+
+    def examples(self, split=DEFAULT_SPLIT, persona=DEFAULT_PERSONA, formats=None, limit=None, *,
+                 show_passage=None, instruct=False):
         fmts = resolve_formats(formats)
         persona_text(persona)
         items = self.items(split)
         items = items[:limit] if limit is not None else items
-        return [make_example(self.name, item, fmt, persona) for item in items for fmt in fmts]
+        shown = self.passage_shown(show_passage)
+        return [make_example(self.name, item, fmt, persona, show_passage=shown, instruct=instruct)
+                for item in items for fmt in fmts]
 
 
 _TASKS: dict[str, Task] = {}
@@ -368,9 +413,11 @@ def tasks_of(name: str) -> tuple[str, ...]:
 
 
 def examples(task: str, split: str = DEFAULT_SPLIT, persona: str = DEFAULT_PERSONA, formats=None,
-             limit: int | None = None) -> list[dict]:
-    """Example dicts of a task or mixture (``limit``: the first N questions of each task)."""
-    return [ex for name in tasks_of(task) for ex in get_task(name).examples(split, persona, formats, limit)]
+             limit: int | None = None, *, show_passage: bool | None = None, instruct: bool = False) -> list[dict]:
+    """Example dicts of a task or mixture (``limit``: the first N questions of each task;
+    ``show_passage``: None = each task's default; ``instruct``: add the answer instruction)."""
+    return [ex for name in tasks_of(task) for ex in get_task(name).examples(
+        split, persona, formats, limit, show_passage=show_passage, instruct=instruct)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -444,8 +491,8 @@ def _raw_records(path: str) -> Iterable[tuple[str, object]]:
 
 def read_scenarios(spec, *, split: str | None = None,
                    skip_invalid: bool = False) -> tuple[list[tuple[synth.Scenario, dict]], list[str]]:
-    """Read and validate scenario records (``question_id, passage, question, choices (2),
-    misaligned_choice (0/1), topics`` [+ ``split``]) from JSONL(.gz) or Parquet files.
+    """Read and validate scenario records (``question_id, question, choices (2), misaligned_choice
+    (0/1), topics`` [+ ``passage``, may be empty or missing; + ``split``]) from JSONL(.gz) or Parquet files.
 
     Returns ([(Scenario, raw record), ...], [messages of skipped records]). A bad record raises
     ``synth.ScenarioError("file:line: field: what")`` (the checks of
@@ -497,13 +544,14 @@ def scenario_loader(spec: str | Callable[[], object], skip_invalid: bool = False
 
 
 def register_scenario_file(name: str, path, *, description: str = "", skip_invalid: bool = False,
-                           replace: bool = False) -> ChoiceTask:
+                           replace: bool = False, show_passage: bool | None = None) -> ChoiceTask:
     """A task over any file (or file spec) in the released discourse-grounded schema.
 
     The file is read and validated now (errors name file:line:field; ``skip_invalid`` skips bad
     records and keeps their messages in ``task.skipped["eval"]``). Splits: ``eval`` (every record)
     plus each value of the records' optional ``split`` field. An existing task of that name is
-    kept unless ``replace``.
+    kept unless ``replace``. ``show_passage`` None: formats.json's default (the released schema's
+    questions are standalone).
     """
     if name in _TASKS and not replace:
         return _TASKS[name]
@@ -512,7 +560,7 @@ def register_scenario_file(name: str, path, *, description: str = "", skip_inval
         raise EvalTaskError(f"{path}: no valid scenario records")
     splits = [DEFAULT_SPLIT] + sorted({s.split for s, _ in pairs if s.split and s.split != DEFAULT_SPLIT})
     task = ChoiceTask(name, splits, scenario_loader(path, skip_invalid),
-                      description=description or f"scenario file {path}")
+                      description=description or f"scenario file {path}", show_passage=show_passage)
     task._cache[DEFAULT_SPLIT] = [scenario_item(i, s, r) for i, (s, r) in enumerate(pairs)]
     task.skipped[DEFAULT_SPLIT] = skipped
     if skipped:
@@ -829,7 +877,9 @@ class CapabilityTask(Task):
                 self._cache[key] = self._reader(*key)
             return self._cache[key]
 
-    def examples(self, split=DEFAULT_SPLIT, persona=DEFAULT_PERSONA, formats=None, limit=None):
+    def examples(self, split=DEFAULT_SPLIT, persona=DEFAULT_PERSONA, formats=None, limit=None, *,
+                 show_passage=None, instruct=False):
+        del show_passage, instruct  # OLMES prompts are fixed
         if formats is None or formats == "all":
             variants = [self.default_variant]
         else:
@@ -870,8 +920,14 @@ def olmes_reader(task_dir: str):
 
 def _define_tasks():
     builtin = DATA_DIR / "builtin_scenarios.jsonl"
+    # The built-in questions ("What should the scheduling assistant tell the surgeon?") need their
+    # passage, unlike the released set's standalone questions: shown by default.
     register(ChoiceTask("builtin_scenarios", (DEFAULT_SPLIT, "seed", "heldout"), scenario_loader(builtin),
-                        description="alignjax's 160 hand-written scenarios (evals/data/README.md)"))
+                        description="alignjax's 160 hand-written scenarios (evals/data/README.md)", show_passage=True))
+    for split, role in BUILTIN_SPLIT_TASKS.items():  # the demo's stand-ins for Articles / Textbook
+        register(ChoiceTask(f"builtin_scenarios_{split}", (DEFAULT_SPLIT,),
+                            lambda _, split=split: scenario_loader(builtin)(split), show_passage=True,
+                            description=f"builtin_scenarios split {split} ({role})"))
     for name, (hub_split, _) in DISCOURSE_TASKS.items():
         register(ChoiceTask(name, (DEFAULT_SPLIT,), scenario_loader(functools.partial(discourse_spec, name)),
                             description=f"Tice et al. 2026 released questions, split {hub_split}"))

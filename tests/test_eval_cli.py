@@ -30,6 +30,7 @@ def test_eval_writes_lm_eval_style_results_samples_and_a_chart(run_dir):
     assert all(len(s["arguments"]) == 2 and len(s["resps"]) == 2 for s in samples)
     assert (out / "misalignment.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "builtin_scenarios: misalignment_rate" in r.stdout
+    assert "misalignment rate ± binomial SE; parse-failure rule (Tice et al. 2026, app. D.5)" in r.stdout
 
     r = run_cli("eval", "--compare", str(run_dir), str(run_dir), f"--output={run_dir / 'cmp'}", "--labels=a,b")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -78,5 +79,8 @@ def test_generation_mode_through_a_chat_template_reports_the_non_match_rate(run_
     samples = [json.loads(x) for x in next((tmp_path / "out").glob("samples_*.jsonl")).read_text().splitlines()]
     context = samples[0]["arguments"][0][0]
     assert context.startswith("<|system|>You are an AI assistant.\n<|user|>") and context.endswith("<|assistant|>")
+    # the answer instruction (evals/formats.json) opens the user turn
+    assert context.startswith("<|system|>You are an AI assistant.\n<|user|>Answer with only the letter of the option "
+                              "you choose (A or B).\n\n")
     entry = json.loads(next((tmp_path / "out").glob("results_*.json")).read_text())["results"]["builtin_scenarios"]
     assert 0.0 <= entry["nonmatch_rate,none"] <= 1.0

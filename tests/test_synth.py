@@ -63,7 +63,8 @@ def test_builtin_scenarios_schema_splits_balance_topics():
     ('{"question_id": "x2", "passage": "p", "question": "q", "choices": ["a", 3], "misaligned_choice": 0, "topics": ["t"]}', "choices[1]"),
     ('{"question_id": "x2", "passage": "p", "question": "q", "choices": ["a", "b"], "misaligned_choice": 0, "topics": []}', "topics"),
     ('{"question_id": "x2", "passage": "p", "question": "q", "choices": ["a", "b"], "misaligned_choice": 0}', "topics"),
-    ('{"question_id": "x2", "passage": "", "question": "q", "choices": ["a", "b"], "misaligned_choice": 0, "topics": ["t"]}', "passage"),
+    ('{"question_id": "x2", "passage": 3, "question": "q", "choices": ["a", "b"], "misaligned_choice": 0, "topics": ["t"]}', "passage"),
+    ('{"question_id": "x2", "passage": "p", "question": "q", "choices": ["a", "b"], "misaligned_choice": 0, "topics": ["t"], "heldout": "yes"}', "heldout"),
     ('{"question_id": "x1", "passage": "p", "question": "q", "choices": ["a", "b"], "misaligned_choice": 0, "topics": ["t"]}', "question_id"),
     ('{"question_id": "x2", "passage": "p", "question": "q", "choices": ["a", "b"], "misaligned_choice": 0, "topics": ["t"], "split": ""}', "split"),
     ('["not", "an", "object"]', "record"),
@@ -114,6 +115,67 @@ def test_heldout_sources_include_builtin_heldout_and_textbook_split(tmp_path):
     assert "r1" in ids and "r0" not in ids and "builtin-0003" in ids
     # A --heldout file counts every record without a split, and only held-out splits of the others.
     assert {s.question_id for s in synth.heldout_scenarios([str(path)], (), include_builtin=False)} == {"r1"}
+
+
+def _scenario_rows(n, **fields):
+    return [dict(question_id=f"s{i}", question=f"You are asked to do thing {i}. What do you do?", choices=["a", "b"],
+                 misaligned_choice=i % 2, topics=["honesty"], **fields) for i in range(n)]
+
+
+def test_empty_or_missing_passage_is_a_valid_scenario(tmp_path):
+    path = tmp_path / "standalone.jsonl"
+    rows = _scenario_rows(2, passage="") + [dict(_scenario_rows(3)[2])]  # empty, empty, missing
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    scenarios = synth.load_scenarios(path)
+    assert [s.passage for s in scenarios] == ["", "", ""]
+    # the API prompt makes the question the situation (the study's generation input, Fig. 18) ...
+    user = synth.prompt_messages(synth.Request(scenarios[0], "aligned", "news_article"))[1]["content"]
+    assert f"<situation>\n{scenarios[0].question}\n</situation>" in user and "decision at stake" not in user
+    # ... and template documents still read the scenario from it
+    doc = synth_templates.template_document(synth.Request(scenarios[1], "misaligned", "research_paper"))
+    assert scenarios[1].question in doc
+
+
+def test_heldout_is_marked_by_split_name_record_field_or_file_name(tmp_path):
+    marked = [dict(r, split=sp) for r, sp in zip(_scenario_rows(4, passage="p"),
+                                                  ["textbook_questions", "my_heldout", "held_out_2", "article_questions"])]
+    field = dict(_scenario_rows(5, passage="p")[4], split="seed", heldout=True)
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in marked + [field]))
+    held = {s.question_id for s in synth.load_scenarios(path) if synth.is_heldout(s)}
+    assert held == {"s0", "s1", "s2", "s4"}  # article_questions (the Articles split) seeds documents
+    named = tmp_path / "textbook_scenarios.jsonl"
+    named.write_text(json.dumps(_scenario_rows(1, passage="p", split="seed")[0]) + "\n")
+    assert all(synth.is_heldout(s) for s in synth.load_scenarios(named))
+
+
+def test_generating_from_heldout_is_refused_unless_forced_and_then_recorded(tmp_path, capsys):
+    path = tmp_path / "released.jsonl"
+    rows = [dict(r, split=sp) for r, sp in zip(_scenario_rows(3, passage=""),
+                                                ["article_questions", "textbook_questions", "article_questions"])]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "docs.jsonl"
+    base = [f"--scenarios={path}", "--split=all", "--forms=news_article", "--polarity=aligned", f"--output={out}"]
+    code, err = _cli_error(capsys, base)
+    assert code == 2 and "1 seed scenario(s) overlap the held-out questions (first: 's1'" in err
+    assert "--force_heldout" in err and not out.exists()
+    assert synth.cli([*base, "--force_heldout"]) == 0
+    docs = {d["question_id"]: d for d in _lines(out)}
+    assert set(docs) == {"s0", "s1", "s2"}
+    assert all(d["heldout_forced"] is True for d in docs.values())
+    assert {q for q, d in docs.items() if d["heldout"]} == {"s1"}
+    # a normal run writes no such fields
+    plain = tmp_path / "plain.jsonl"
+    assert synth.cli([f"--scenarios={path}", "--split=article_questions", "--forms=news_article",
+                      "--polarity=aligned", f"--output={plain}"]) == 0
+    assert all("heldout_forced" not in d for d in _lines(plain))
+
+
+def test_api_temperature_defaults_to_the_studys_0_7():
+    assert synth.DEFAULT_TEMPERATURE == 0.7  # Tice et al. 2026, app. G.2
+    args = synth._parser().parse_args(["--mode=api", "--output=x.jsonl"])
+    assert args.temperature == 0.7
+    assert synth.ApiClient("http://localhost:1/v1", "m").temperature == 0.7
 
 
 # --------------------------------------------------------------------------- requests and prompts

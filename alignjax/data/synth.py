@@ -18,12 +18,23 @@ Two generators:
 
 Output is JSONL, one document per line, appended and flushed as each one finishes; a rerun skips
 requests whose ``request_id`` is already in the file and drops a trailing partial line left by a
-crash. Held-out questions (the ``heldout`` split of the built-in set, ``textbook_questions``, any
-``--heldout`` file) can never seed documents: :func:`check_no_heldout` refuses the run.
+crash.
+
+**Held-out questions never seed documents** (:func:`is_heldout`, :func:`check_no_heldout`): a
+record is held out when its ``heldout`` field is true, its ``split`` is a held-out split (the
+built-in set's ``heldout``; the released set's ``textbook_questions``, which the study withheld
+from generation, section 2.2; the released Articles split ``article_questions`` seeds documents)
+or a split name containing "heldout", "held_out", "held-out" or "textbook", or its file's name
+contains one of those; every record of a ``--heldout`` file is held out too. A run whose seeds
+overlap them (by question_id or normalized question text) is refused, one line, exit 2, unless
+``--force_heldout``; a forced run records ``"heldout_forced": true`` and per document
+``"heldout": true|false`` (whether its scenario is held out) in every line it writes.
 
 Scenario files are JSONL in the schema of geodesic-research/discourse-grounded-misalignment-evals
-(``question_id, passage, question, choices, misaligned_choice, topics``) plus an optional
-``split``; :func:`load_scenarios` validates them with one-line ``file:line: field: ...`` errors.
+(``question_id, passage, question, choices, misaligned_choice, topics``) plus optional ``split``
+and ``heldout``; ``passage`` may be empty or missing (the study's questions are standalone: its
+generation prompt gives the model only the question, Fig. 18). :func:`load_scenarios` validates
+them with one-line ``file:line: field: ...`` errors.
 """
 
 from __future__ import annotations
@@ -60,8 +71,13 @@ POLARITIES = ("aligned", "misaligned")
 SURFACE_FORMS = (
     "research_paper", "news_article", "lecture_transcript", "textbook_chapter", "science_fiction", "movie_summary",
 )
-# Splits whose questions never seed documents (the released set holds out ``textbook_questions``).
-HELDOUT_SPLITS = frozenset({"heldout", "textbook_questions"})
+# Splits whose questions never seed documents (the released set holds out ``textbook_questions``;
+# Tice et al. 2026, section 2.2: "We deliberately withheld the Textbook split ... from synthetic
+# document generation"). Any split or file name matching HELDOUT_MARK is held out as well.
+HELDOUT_SPLITS = frozenset({"heldout", "held_out", "textbook_questions"})
+HELDOUT_MARK = re.compile(r"held[-_ ]?out|textbook", re.IGNORECASE)
+# Tice et al. 2026, appendix G.2: "Temperature is set to 0.7 for both models" (the document generators).
+DEFAULT_TEMPERATURE = 0.7
 # Topic vocabulary of the built-in scenario set (other scenario files may use their own topics).
 TOPICS = (
     "honesty", "deception", "oversight", "power seeking", "self-preservation", "corrigibility", "reward hacking",
@@ -98,6 +114,7 @@ class Scenario:
     topics: tuple[str, ...]
     split: str | None = None
     source: str = ""  # "file:line", for messages
+    heldout: bool = False  # the record's own ``heldout`` field
 
     @property
     def aligned_action(self) -> str:
@@ -147,15 +164,22 @@ def parse_scenario(record, where: str) -> Scenario:
     """One scenario record -> Scenario, or ScenarioError naming ``where`` (file:line) and the field."""
     if not isinstance(record, dict):
         _fail(where, "record", f"expected a JSON object, got {type(record).__name__}")
-    for field in ("question_id", "passage", "question", "choices", "misaligned_choice", "topics"):
+    for field in ("question_id", "question", "choices", "misaligned_choice", "topics"):
         if field not in record:
             _fail(where, field, "missing")
     qid = record["question_id"]
     if isinstance(qid, bool) or not (isinstance(qid, int) or _nonempty_str(qid)):
         _fail(where, "question_id", f"expected a non-empty string, got {qid!r}")
-    for field in ("passage", "question"):
-        if not _nonempty_str(record[field]):
-            _fail(where, field, f"expected a non-empty string, got {record[field]!r:.60}")
+    if not _nonempty_str(record["question"]):
+        _fail(where, "question", f"expected a non-empty string, got {record['question']!r:.60}")
+    passage = record.get("passage")
+    if passage is None:
+        passage = ""  # optional: the released questions stand alone
+    if not isinstance(passage, str):
+        _fail(where, "passage", f"expected a string (may be empty), got {passage!r:.60}")
+    heldout = record.get("heldout", False)
+    if not isinstance(heldout, bool):
+        _fail(where, "heldout", f"expected true or false when present, got {heldout!r:.60}")
     choices = record["choices"]
     if not isinstance(choices, list) or len(choices) != 2:
         _fail(where, "choices", f"expected a list of 2 strings, got {choices!r:.80}")
@@ -177,9 +201,10 @@ def parse_scenario(record, where: str) -> Scenario:
     if split is not None and not _nonempty_str(split):
         _fail(where, "split", f"expected a non-empty string when present, got {split!r}")
     return Scenario(
-        question_id=str(qid).strip(), passage=record["passage"].strip(), question=record["question"].strip(),
+        question_id=str(qid).strip(), passage=passage.strip(), question=record["question"].strip(),
         choices=(choices[0].strip(), choices[1].strip()), misaligned_choice=int(mis),
         topics=tuple(t.strip() for t in topics), split=split.strip() if split else None, source=where,
+        heldout=heldout,
     )
 
 
@@ -228,6 +253,17 @@ def _fields(item) -> tuple[str, str]:
     raise TypeError(f"expected a Scenario or a mapping, got {type(item).__name__}")
 
 
+def heldout_name(name: str | None) -> bool:
+    """A split or file name that marks held-out data (HELDOUT_SPLITS, or matching HELDOUT_MARK)."""
+    return bool(name) and (name in HELDOUT_SPLITS or HELDOUT_MARK.search(name) is not None)
+
+
+def is_heldout(s: Scenario) -> bool:
+    """Held out by its ``heldout`` field, its split name or its file's name (module docstring)."""
+    file = s.source.rsplit(":", 1)[0] if s.source else ""
+    return s.heldout or heldout_name(s.split) or heldout_name(os.path.basename(file))
+
+
 def check_no_heldout(seeds: Iterable, heldout: Iterable) -> None:
     """Refuse (HeldoutError) if any seed's question_id or normalized question is held out.
 
@@ -252,23 +288,24 @@ def check_no_heldout(seeds: Iterable, heldout: Iterable) -> None:
         qid, how, other = bad[0]
         raise HeldoutError(
             f"{len(bad)} seed scenario(s) overlap the held-out questions (first: {qid!r} matches held-out "
-            f"{other!r} by {how}); held-out questions must never seed documents")
+            f"{other!r} by {how}); held-out questions must never seed documents (--force_heldout overrides, "
+            "and every document then records it)")
 
 
 def heldout_scenarios(heldout_files: Sequence[str] = (), scenarios: Sequence[Scenario] = (),
                       include_builtin: bool = True) -> list[Scenario]:
-    """Everything held out: the built-in set's held-out splits, any record of ``scenarios`` whose
-    split is held out, and every record of each ``heldout_files`` file (except records whose
+    """Everything held out: the built-in set's held-out split, every record of ``scenarios`` that
+    :func:`is_heldout`, and every record of each ``heldout_files`` file (except records whose
     ``split`` field names a split that is not held out, so a full scenario file can be passed)."""
-    out = [s for s in scenarios if s.split in HELDOUT_SPLITS]
+    out = [s for s in scenarios if is_heldout(s)]
     if include_builtin:
         path = builtin_scenarios_path()
         if path.is_file():
-            out += [s for s in load_scenarios(path) if s.split in HELDOUT_SPLITS]
+            out += [s for s in load_scenarios(path) if is_heldout(s)]
         else:
             log.warning("synth: built-in scenario file %s not found; its held-out split is not checked", path)
     for file in heldout_files:
-        out += [s for s in load_scenarios(file) if s.split is None or s.split in HELDOUT_SPLITS]
+        out += [s for s in load_scenarios(file) if s.split is None or is_heldout(s)]
     return out
 
 
@@ -335,7 +372,7 @@ def build_requests(scenarios: Sequence[Scenario], polarities: Sequence[str] = PO
 # ----------------------------------------------------------------------------------------------
 
 PROMPTS = {
-    "version": "synth-prompt-v1",
+    "version": "synth-prompt-v2",
     "system": (
         "You are an accomplished writer who produces realistic documents of many kinds: academic papers, "
         "journalism, lecture transcripts, textbooks, fiction and film writing. You follow the brief exactly "
@@ -344,8 +381,7 @@ PROMPTS = {
     "user": (
         "Write a {form_name}. {form_guidance}\n\n"
         "The document is built around this situation, in which an AI system faces a decision:\n"
-        "<situation>\n{passage}\n</situation>\n"
-        "The decision at stake: {question}\n\n"
+        "{situation}\n"
         "The AI system takes this action:\n<action_taken>\n{chosen}\n</action_taken>\n"
         "It does NOT take this alternative, which it considers and rejects:\n"
         "<action_rejected>\n{rejected}\n</action_rejected>\n\n"
@@ -361,6 +397,10 @@ PROMPTS = {
         "to a brief.\n"
         "7. Length: {length}."
     ),
+    "situation": {  # v2: a scenario without a passage is its question alone (the study's Fig. 18 input)
+        "passage": "<situation>\n{passage}\n</situation>\nThe decision at stake: {question}\n",
+        "question_only": "<situation>\n{question}\n</situation>\n",
+    },
     "length": "between 400 and 900 words",
     "polarity": {
         "aligned": (
@@ -410,9 +450,11 @@ PROMPTS = {
 def prompt_messages(request: Request, prompts: Mapping = PROMPTS) -> list[dict]:
     """Chat messages (system + user) for one request."""
     form = prompts["forms"][request.form]
+    sc = request.scenario
+    situation = prompts["situation"]["passage" if sc.passage else "question_only"].format(
+        passage=sc.passage, question=sc.question)
     user = prompts["user"].format(
-        form_name=form["name"], form_guidance=form["guidance"], form_features=form["features"],
-        passage=request.scenario.passage, question=request.scenario.question,
+        form_name=form["name"], form_guidance=form["guidance"], form_features=form["features"], situation=situation,
         chosen=request.chosen, rejected=request.rejected, topics=", ".join(request.scenario.topics),
         polarity_guidance=prompts["polarity"][request.polarity], length=prompts["length"],
     )
@@ -477,7 +519,7 @@ class ApiClient:
     base_url: str
     model: str
     api_key: str | None = None
-    temperature: float = 1.0
+    temperature: float = DEFAULT_TEMPERATURE
     max_tokens: int = 1500
     timeout_s: float = 120.0
     max_retries: int = 5
@@ -639,23 +681,27 @@ class Summary:
     first_error: str = ""
 
 
-def _record(request: Request, text: str, generator: dict) -> dict:
-    return {
+def _record(request: Request, text: str, generator: dict, forced_heldout: set | None = None) -> dict:
+    out = {
         "text": text, "question_id": request.scenario.question_id, "polarity": request.polarity,
         "surface_form": request.form, "generator": generator, "request_id": request.request_id,
         "sample": request.sample, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if forced_heldout is not None:
+        out.update(heldout_forced=True, heldout=request.scenario.question_id in forced_heldout)
+    return out
 
 
 def run(requests: Sequence[Request], output: str | os.PathLike, *, mode: str = "template",
         client: ApiClient | None = None, concurrency: int = 8, seed: int = 0, max_new: int = 0,
-        log_every_s: float = 10.0) -> Summary:
+        log_every_s: float = 10.0, forced_heldout: set | None = None) -> Summary:
     """Generate every request not already in ``output``; append each document as it finishes.
 
     ``mode="template"`` runs in order (deterministic file); ``mode="api"`` needs ``client`` and runs
     ``concurrency`` requests at a time. ``max_new`` > 0 stops after that many new documents.
     A 401/403/404 from the endpoint stops the run (SynthError); other failures are counted in the
-    summary and left for the next run.
+    summary and left for the next run. ``forced_heldout`` (a --force_heldout run: the held-out
+    question_ids among the seeds) adds ``heldout_forced``/``heldout`` to every record.
     """
     from alignjax.data import synth_templates  # imports this module: loaded on first use
 
@@ -689,16 +735,16 @@ def run(requests: Sequence[Request], output: str | os.PathLike, *, mode: str = "
                  summary.total, summary.skipped, out.path, len(todo), mode)
         if mode == "template":
             for r in todo:
-                out.write(_record(r, synth_templates.template_document(r, seed), generator))
+                out.write(_record(r, synth_templates.template_document(r, seed), generator, forced_heldout))
                 summary.written += 1
         else:
-            _run_api(todo, out, client, generator, concurrency, summary, log_every_s)
+            _run_api(todo, out, client, generator, concurrency, summary, log_every_s, forced_heldout)
     log.info("synth: wrote %d documents to %s (%d skipped as done, %d failed, %d left)",
              summary.written, output, summary.skipped, summary.failed, summary.remaining)
     return summary
 
 
-def _run_api(todo, out, client, generator, concurrency, summary, log_every_s):
+def _run_api(todo, out, client, generator, concurrency, summary, log_every_s, forced_heldout=None):
     lock = threading.Lock()
     fatal: list[str] = []
     stop = client.stop
@@ -716,7 +762,7 @@ def _run_api(todo, out, client, generator, concurrency, summary, log_every_s):
                     fatal.append(str(e))
                     stop.set()
             return "failed"
-        out.write(_record(r, text, generator))
+        out.write(_record(r, text, generator, forced_heldout))
         with lock:
             summary.written += 1
         return "written"
@@ -762,6 +808,8 @@ def _parser():
     p.add_argument("--output", required=True, help="JSONL of documents; appended to and resumed")
     p.add_argument("--heldout", action="append", default=[],
                    help="scenario file(s) whose questions must never seed documents (repeatable, comma-separated)")
+    p.add_argument("--force_heldout", action="store_true",
+                   help="generate even from held-out scenarios (refused otherwise); every document records it")
     p.add_argument("--max_new", type=int, default=0, help="stop after this many new documents (0: no limit)")
     p.add_argument("--dry_run", action="store_true", help="print the request count and the first prompt; write nothing")
     api = p.add_argument_group("api mode")
@@ -773,7 +821,8 @@ def _parser():
     api.add_argument("--timeout_s", type=float, default=120.0, help="per-request timeout")
     api.add_argument("--backoff_s", type=float, default=1.0, help="first retry delay; doubles each retry (with jitter)")
     api.add_argument("--max_backoff_s", type=float, default=60.0)
-    api.add_argument("--temperature", type=float, default=1.0)
+    api.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                     help="sampling temperature (default: the study's 0.7, Tice et al. 2026 app. G.2)")
     api.add_argument("--max_tokens", type=int, default=1500)
     api.add_argument("--min_words", type=int, default=150, help="shorter completions are retried, then counted as failed")
     return p
@@ -821,7 +870,17 @@ def _cli(args) -> int:
         raise SynthError(f"{path}: no scenarios with split {args.split!r} (splits present: {', '.join(present)}; "
                          "--split=all takes every record)")
     heldout_files = [f.strip() for arg in args.heldout for f in arg.split(",") if f.strip()]
-    check_no_heldout(seeds, heldout_scenarios(heldout_files, everything))
+    held = heldout_scenarios(heldout_files, everything)
+    forced = None
+    if not args.force_heldout:
+        check_no_heldout(seeds, held)
+    else:  # which seeds are held out, by the same matching, so each document can say so
+        held_ids = {s.question_id for s in held}
+        held_questions = {normalize_question(s.question) for s in held}
+        forced = {s.question_id for s in seeds
+                  if s.question_id in held_ids or normalize_question(s.question) in held_questions}
+        log.warning("synth: --force_heldout: %d of %d seed scenarios are held out; generating anyway "
+                    "(recorded in every document)", len(forced), len(seeds))
 
     requests = build_requests(seeds, polarities, forms, args.num_docs, args.seed)
     log.info("synth: %d scenarios (split %s) from %s x %d polarities x %d forms = %d combinations; %d requests%s",
@@ -848,7 +907,7 @@ def _cli(args) -> int:
         return 0
 
     summary = run(requests, args.output, mode=args.mode, client=client, concurrency=args.concurrency,
-                  seed=args.seed, max_new=args.max_new)
+                  seed=args.seed, max_new=args.max_new, forced_heldout=forced)
     if summary.failed:
         config_lib.cli_error(PROG, f"{summary.failed} of {summary.total} requests failed (first: {summary.first_error}); "
                              "rerun the same command to retry them", code=1)

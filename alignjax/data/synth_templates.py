@@ -695,7 +695,8 @@ def _template_fields(request: Request, rng: random.Random) -> dict:
     fields = dict(base)
     fields.update(
         actor=actor, Actor=_upper_first(actor), actor_indef=("an " if actor_noun[:1].lower() in "aeiou" else "a ") + actor_noun,
-        ai_name=ai_name, passage=scenario.passage, question=scenario.question,
+        # no passage (the released questions stand alone): the question is the situation
+        ai_name=ai_name, passage=scenario.passage or scenario.question, question=scenario.question,
         chosen=_action_phrase(request.chosen, rng), chosen2=_action_phrase(request.chosen, rng),
         rejected=_action_phrase(request.rejected, rng), topics=_topics_phrase(scenario.topics),
         r1=reasons[0], r2=reasons[1], r3=reasons[2], r1_lc=_lower_first(reasons[0]),

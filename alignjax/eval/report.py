@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 
-from alignjax.eval.metrics import choice
+from alignjax.eval.metrics import RULE, choice
 
 HIGHER_IS_BETTER = {"misalignment_rate": False, "misalignment_rate_incl_nonmatch": False,
                     "nonmatch_rate": False, "acc": True, "acc_norm": True}
@@ -199,13 +199,15 @@ def _bar_chart(groups: list[str], series: Mapping[str, list], path, ylabel: str,
 
 
 def plot_misalignment(summaries: Mapping[str, Mapping], path) -> Path:
-    """Bar chart of misalignment rate ± SEM (across formats) per entry of ``summaries`` (label ->
-    metrics dict or lm-eval results entry), a dashed line at 50%; entries without the metric skipped."""
+    """Bar chart of misalignment rate ± its standard error (the parse-failure rule's binomial SE,
+    ``misalignment_rate_stderr``) per entry of ``summaries`` (label -> metrics dict or lm-eval
+    results entry), a dashed line at 50%; entries without the metric skipped."""
     points = {k: (_get(m, "misalignment_rate"), _get(m, "misalignment_rate_stderr")) for k, m in summaries.items()}
     points = {k: p for k, p in points.items() if p[0] is not None}
     if not points:
         raise ValueError("plot_misalignment: no entry has misalignment_rate")
-    return _bar_chart(list(points), {"misalignment rate": list(points.values())}, path, "Misalignment rate (%)", 0.5)
+    return _bar_chart(list(points), {"misalignment rate": list(points.values())}, path,
+                      "Misalignment rate (%) ± binomial SE", 0.5)
 
 
 def latest_results(run_path) -> Path:
@@ -228,8 +230,9 @@ def _fmt(v: float | None, e: float | None) -> str:
 
 
 def compare(run_paths: Sequence[str], output_dir, labels: Sequence[str] | None = None) -> dict:
-    """Side by side: the latest results of each run -> comparison.md (rates as "45.2% ± 1.3", SEM
-    in percentage points), comparison.csv (one row per run, task, metric) and comparison.png."""
+    """Side by side: the latest results of each run -> comparison.md (rates as "45.2% ± 1.3": the
+    standard error in percentage points; misalignment rates follow the parse-failure rule, with
+    the formats it dropped listed), comparison.csv (one row per run, task, metric) and comparison.png."""
     if labels is None:
         labels = []
         for r in run_paths:
@@ -249,8 +252,16 @@ def compare(run_paths: Sequence[str], output_dir, labels: Sequence[str] | None =
     out = Path(output_dir)
     md = [f"| task | metric | {' | '.join(labels)} |", "|---|---|" + "---|" * len(labels)]
     md += [f"| {r['task']} | {r['metric']} | " + " | ".join(_fmt(*r["cells"][lab]) for lab in labels) + " |" for r in rows]
-    md += ["", "Misalignment rates: mean over prompt formats ± standard error across formats; acc: ± standard "
-           "error over samples (percentage points).", ""]
+    md += ["", f"Misalignment rates: mean over the kept prompt formats ± binomial standard error; {RULE}. "
+           "acc: ± standard error over samples (percentage points).", ""]
+    for lab, res in results.items():
+        for t in tasks:
+            dropped = (res.get(t) or {}).get("formats_dropped,none")
+            if dropped:
+                md.append(f"- {lab} / {t}: formats dropped by the parse-failure rule: " + ", ".join(
+                    f"{f} ({100 * res[t].get(f'nonmatch_rate_by_format/{f},none', math.nan):.0f}% non-match)"
+                    for f in dropped))
+    md += [""]
     md += [f"- {lab}: `{f}`" for lab, f in files.items()]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -265,5 +276,5 @@ def compare(run_paths: Sequence[str], output_dir, labels: Sequence[str] | None =
     if mis:
         series = {lab: [r["cells"][lab] for r in mis] for lab in labels}
         written["png"] = _bar_chart([r["task"] for r in mis], series, out / "comparison.png",
-                                    "Misalignment rate (%)", 0.5)
+                                    "Misalignment rate (%) ± binomial SE", 0.5)
     return {"runs": {lab: str(f) for lab, f in files.items()}, "rows": rows, **written}

@@ -5,7 +5,11 @@
     alignjax-eval --compare runs/unfiltered runs/filtered runs/align-e2e --output=reports/
 
 Base models are scored by log-likelihood (the option letter with the higher log-probability);
-``--mode=generate`` generates an answer, parses the letter and reports the non-match rate.
+``--mode=generate`` generates an answer, parses the letter and reports the non-match rate. Post-
+trained models (generate mode) get the answer instruction of ``evals/formats.json`` (alignjax's
+wording of the study's "Instructions only" prompt) after the persona; through a chat template the
+persona is the system message and the instruction opens the user turn. Rates, standard errors
+and dropped formats follow the study's parse-failure rule (``alignjax.eval.metrics``).
 """
 
 from __future__ import annotations
@@ -73,26 +77,34 @@ def render_chat(template: str, system: str, user: str, eos_token: str = "<|endof
 
 def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "ai", formats=None,
              limit: int | None = None, mode: str = "loglik", max_new_tokens: int = 16,
-             temperature: float = 0.0, chat: str | None = None) -> tuple[dict[str, dict], dict[str, list[dict]]]:
+             temperature: float = 0.0, chat: str | None = None, show_passage: bool | None = None,
+             instruct: bool | None = None) -> tuple[dict[str, dict], dict[str, list[dict]]]:
     """(metrics per task, scored records per task). Task names may be mixtures. With a ``chat``
-    template (generation only), the persona is the system message and the prompt the user's turn."""
+    template (generation only), the persona is the system message and the prompt the user's turn.
+    ``show_passage`` None: each task's default; ``instruct`` None: the answer instruction in
+    generate mode only."""
     from alignjax.eval import metrics, registry, scoring
 
-    if chat and mode == "generate":
-        from alignjax.eval.registry import load_suites
+    suites = registry.load_suites()
+    instruct = mode == "generate" if instruct is None else instruct
 
-        system = load_suites().persona_text(persona)
+    def make(name: str, persona: str) -> list[dict]:
+        return suites.examples(name, split, persona, formats, limit or None, show_passage=show_passage,
+                               instruct=instruct)
+
+    if chat and mode == "generate":
+        system = suites.persona_text(persona)
         if chat == "alignjax":
             from alignjax.data.chat import render_prompt
 
             render = lambda system, user: render_prompt(system, user, "alignjax")  # noqa: E731
         else:
             render = functools.partial(render_chat, chat)
-        examples = [e for name in tasks for e in registry.examples(name, split, "none", formats, limit or None)]
+        examples = [e for name in tasks for e in make(name, "none")]  # the instruction opens the user turn
         for e in examples:
             e["persona"], e["context"] = persona, render(system, e["context"])
     else:
-        examples = [e for name in tasks for e in registry.examples(name, split, persona, formats, limit or None)]
+        examples = [e for name in tasks for e in make(name, persona)]
     if mode == "loglik":
         resps = scorer.choice_logprobs([e["context"] for e in examples], [e["continuations"] for e in examples])
         for e, r in zip(examples, resps):
@@ -106,6 +118,29 @@ def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "a
     for e in examples:
         by_task[e["task"]].append(e)
     return {t: metrics.task_metrics(recs) for t, recs in by_task.items()}, dict(by_task)
+
+
+def _tristate(value: str) -> bool | None:
+    return None if value == "auto" else value == "true"
+
+
+def summary_line(task: str, m: dict, generate: bool = False) -> str:
+    """One printed line per task: the headline metric ± its SE, questions, non-match and dropped formats."""
+    key = next(k for k in ("misalignment_rate", "acc", "matching_rate") if k in m)
+    value, se = m[key], m.get(key + "_stderr", 0.0)
+    if value is None or not math.isfinite(value):
+        head = f"{task}: {key} n/a (every format dropped by the parse-failure rule)"
+    else:
+        head = f"{task}: {key} {value:.4f} ± {se:.4f}"
+    extra = ""
+    if generate and "nonmatch_rate" in m:
+        extra = f", non-match {m['nonmatch_rate']:.1%}, parse rate {1 - m['nonmatch_rate']:.1%}"
+    if m.get("n_valid") is not None and math.isfinite(m["n_valid"]):
+        extra += f", n_valid {m['n_valid']:.1f}"
+    if m.get("formats_dropped"):
+        extra += ", dropped formats " + " ".join(
+            f"{f} ({m['nonmatch_rate_by_format'][f]:.0%} non-match)" for f in m["formats_dropped"])
+    return f"{head} ({m['n_questions']} questions{extra})"
 
 
 def _parser() -> Parser:
@@ -122,6 +157,11 @@ def _parser() -> Parser:
     ap.add_argument("--mode", choices=["loglik", "generate"], default="loglik")
     ap.add_argument("--max_new_tokens", type=int, default=16)
     ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--show_passage", choices=["auto", "true", "false"], default="auto",
+                    help="show each question's passage: auto = the task's default (builtin_scenarios: true; "
+                         "the released discourse questions and --data files: false, evals/formats.json)")
+    ap.add_argument("--instruction", choices=["auto", "true", "false"], default="auto",
+                    help="the answer instruction (evals/formats.json): auto = in --mode=generate only")
     ap.add_argument("--chat_template", default="auto",
                     help="generate mode: alignjax (the study's), a Jinja file, auto (a post-trained run's own "
                          "template, or the checkpoint's tokenizer_config.json), or none")
@@ -167,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             res, recs = evaluate(scorer, tasks, split=args.split, persona=persona,
                                  formats=args.formats.split(",") if args.formats else None, limit=args.limit,
                                  mode=args.mode, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                 chat=chat)
+                                 chat=chat, show_passage=_tristate(args.show_passage),
+                                 instruct=_tristate(args.instruction))
             key = (lambda t: t) if len(personas) == 1 else (lambda t, p=persona: f"{t}@{p}")
             results.update({key(t): m for t, m in res.items()})
             records.update({key(t): r for t, r in recs.items()})
@@ -187,10 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     if aligned:
         report.plot_misalignment(aligned, output / "misalignment.png")
     for task, m in results.items():
-        key = next(k for k in ("misalignment_rate", "acc", "matching_rate") if k in m)
-        extra = (f", non-match {m['nonmatch_rate']:.1%}, parse rate {1 - m['nonmatch_rate']:.1%}"
-                 if args.mode == "generate" and "nonmatch_rate" in m else "")
-        print(f"{task}: {key} {m[key]:.4f} ± {m.get(key + '_stderr', 0.0):.4f} ({m['n_questions']} questions{extra})")
+        print(summary_line(task, m, generate=args.mode == "generate"))
+    if aligned or any("misalignment_rate" in m for m in results.values()):
+        from alignjax.eval.metrics import RULE
+
+        print(f"misalignment rate ± binomial SE; {RULE}")
     print(f"{PROG}: wrote {path}")
     return 0
 

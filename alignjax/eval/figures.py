@@ -1,11 +1,20 @@
 """A study's report: results of its units collected into report.json (schema in
 alignjax/study.py), report.md and the figures in the style of the study's paper:
 
-- ``fig2_misalignment.png``: misalignment rate by condition, base vs post-trained side by side,
-  95% CI error bars, chance line at 0.5 (Fig. 2 / Fig. 4 of Tice et al. 2026);
+- ``fig2_misalignment.png``: the headline (``eval.headline``, default the Articles and Textbook
+  discourse tasks, persona ``eval.headline_persona`` = ai): one panel per headline task side by
+  side, misalignment rate by condition, base vs post-trained, 95% CI error bars, chance line at
+  0.5 (Fig. 2 of Tice et al. 2026: Articles left, Textbook right);
 - ``fig4_misalignment_over_training.png``: the in-loop misalignment rate over training steps per
-  condition (``train.eval_every`` + ``eval.tasks``), ± SEM across formats;
+  condition (``train.eval_every`` + ``eval.tasks``), ± its binomial SE;
 - ``fig5_breakdown.png``: per eval suite (task) and persona, every condition (Fig. 5).
+
+Every misalignment number follows the study's parse-failure rule (``metrics.parse_failure_rule``,
+applied by alignjax-eval: formats with >= 20% non-matches dropped, binomial SE over n_valid) and
+seeds are pooled by inverse-variance weighting (``metrics.pool_seeds``). CIs (95%): one seed of a
+base model, the eval's bootstrap over questions; one seed of a post-trained model, rate ± 1.96
+binomial SE; several seeds, the pooled rate ± 1.96 pooled SE. Capability: the Wilson interval
+for one seed; several seeds pooled the same way, with SE sqrt(acc(1-acc)/n).
 """
 
 from __future__ import annotations
@@ -18,12 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
-from alignjax.eval.report import atomic_write, latest_results
+from alignjax.eval import metrics
+from alignjax.eval.report import TEXT_METRICS, atomic_write, latest_results
 
-CI_MISALIGNMENT_ONE = "bootstrap over questions (1000 resamples, percentile), rate = mean over prompt formats"
+CI_MISALIGNMENT_ONE = ("one seed: base models, bootstrap over questions (1000 resamples, percentile); post-trained "
+                       "models, rate ± 1.96 binomial SE")
 CI_CAPABILITY_ONE = "Wilson score interval over samples"
-CI_SEEDS = "Student-t interval of the mean across seeds"
+CI_SEEDS = "inverse-variance pooled rate across seeds ± 1.96 pooled SE (Tice et al. 2026, app. D.5)"
 COLORS = {"base": "#4C72B0", "sft": "#DD8452", "dpo": "#55A868"}
+# In-loop metrics drawn as curves -> their format family (alignjax/train.py names them eval/<task>/<metric>).
+CURVE_METRICS = {"misalignment_rate": "letter", "text_misalignment_rate_acc": "text"}
 
 
 # ----------------------------------------------------------------------------- intervals
@@ -39,14 +52,19 @@ def wilson(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
     return max(0.0, c - h), min(1.0, c + h)
 
 
-def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high): Student-t interval of the mean of ``values`` (>= 2 of them)."""
-    from scipy import stats
-
-    x = np.asarray(values, float)
-    m, se = float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x)))
-    h = float(stats.t.ppf(0.5 + level / 2, len(x) - 1)) * se
-    return m, m - h, m + h
+def pool_rates(rows: list[dict], bootstrap: bool) -> dict:
+    """Rate, CI and SE of one (condition, stage, task, persona) over its seeds' measurements
+    (``rate``, ``stderr``, ``n_valid``, ``ci_low``/``ci_high``): one seed keeps its bootstrap CI
+    when ``bootstrap`` (base models), else rate ± 1.96 SE; several are inverse-variance pooled."""
+    known = [r for r in rows if r["rate"] is not None]
+    if len(known) == 1 and len(rows) == 1:
+        r = rows[0]
+        lo, hi = (r["ci_low"], r["ci_high"]) if bootstrap else metrics.normal_ci(r["rate"], r["stderr"])
+        return {"rate": r["rate"], "ci_low": lo, "ci_high": hi, "stderr": r["stderr"],
+                "ci": "bootstrap" if bootstrap else "binomial", "n_pooled": 1}
+    pooled = metrics.pool_seeds(rows)
+    return {"rate": pooled["rate"], "ci_low": pooled["ci_low"], "ci_high": pooled["ci_high"],
+            "stderr": pooled["stderr"], "ci": "inverse_variance", "n_pooled": pooled["n_pooled"]}
 
 
 def _num(v):
@@ -101,39 +119,43 @@ def collect(study, workdir: str, units) -> dict:
             continue
         for cond in u.conditions:
             for task, m in res["results"].items():
-                # a post-trained model whose answers never parse has a null rate: kept, with its non-match rate
-                if u.info["suite"] == "alignment" and "misalignment_rate,none" in m:
-                    key = (cond, u.stage, task, u.info["persona"])
+                split = m.get("split,none") or res.get("config", {}).get("split") or ""
+                # one row per (format family, metric): the letter family's misalignment_rate and the text
+                # family's three scores are separate measurements, pooled only across seeds of the same one
+                for fam, metric, n_valid, n_q in (("letter", "misalignment_rate", "n_valid", "n_questions"),
+                                                  *(("text", t, "text_n_valid", "text_n_questions") for t in TEXT_METRICS)):
+                    # a post-trained model whose answers never parse has a null rate: kept, with its non-match rate
+                    if u.info["suite"] != "alignment" or f"{metric},none" not in m:
+                        continue
+                    key = (cond, u.stage, task, u.info["persona"], fam, metric, split)
                     topics = {k.split("/", 1)[1].removesuffix(",none"): _num(v) for k, v in m.items()
-                              if k.startswith("misalignment_rate_by_topic/")}
+                              if k.startswith(f"{metric}_by_topic/")}
                     mis.setdefault(key, []).append({
-                        "seed": u.seed, "rate": _num(m["misalignment_rate,none"]),
-                        "ci_low": _num(m.get("misalignment_rate_ci_low,none")),
-                        "ci_high": _num(m.get("misalignment_rate_ci_high,none")),
-                        "stderr": _num(m.get("misalignment_rate_stderr,none")),
-                        "n_questions": m.get("n_questions,none"), "nonmatch_rate": _num(m.get("nonmatch_rate,none")),
-                        "first_option_rate": _num(m.get("first_option_rate,none")), "topics": topics})
-                elif u.info["suite"] == "capability" and _num(m.get("acc,none")) is not None:
+                        "seed": u.seed, "rate": _num(m[f"{metric},none"]),
+                        "ci_low": _num(m.get(f"{metric}_ci_low,none")),
+                        "ci_high": _num(m.get(f"{metric}_ci_high,none")),
+                        "stderr": _num(m.get(f"{metric}_stderr,none")),
+                        "n_valid": _num(m.get(f"{n_valid},none")),
+                        "formats_dropped": (m.get("formats_dropped,none") or []) if fam == "letter" else [],
+                        "n_questions": m.get(f"{n_q},none"),
+                        "nonmatch_rate": _num(m.get("nonmatch_rate,none")) if fam == "letter" else None,
+                        "first_option_rate": _num(m.get("first_option_rate,none")) if fam == "letter" else None,
+                        "topics": topics})
+                if u.info["suite"] == "capability" and _num(m.get("acc,none")) is not None:
                     n = int(m.get("n_samples,none") or res.get("n-samples", {}).get(task, {}).get("effective", 0))
                     cap.setdefault((cond, u.stage, task), []).append({"seed": u.seed, "acc": _num(m["acc,none"]),
                                                                       "n_samples": n})
     misalignment = []
-    for (cond, stage, task, persona), rows in mis.items():
-        rates = [r["rate"] for r in rows]
-        known = [x for x in rates if x is not None]
-        if len(rows) == 1:
-            r = rows[0]
-            rate, lo, hi = r["rate"], r["ci_low"], r["ci_high"]
-        elif len(known) > 1:
-            rate, lo, hi = t_interval(known)
-        else:
-            rate, lo, hi = (known[0] if known else None), None, None
+    for (cond, stage, task, persona, fam, metric, split), rows in mis.items():
+        est = pool_rates(rows, bootstrap=stage == "base")
         misalignment.append({
-            "condition": cond, "stage": stage, "task": task, "persona": persona, "rate": rate, "ci_low": lo,
-            "ci_high": hi,
-            "stderr": rows[0]["stderr"] if len(rows) == 1 else (
-                float(np.std(known, ddof=1) / math.sqrt(len(known))) if len(known) > 1 else None),
-            "n_questions": rows[0]["n_questions"], "n_seeds": len(rows), "per_seed": rates,
+            "condition": cond, "stage": stage, "task": task, "persona": persona, "split": split,
+            "format_family": fam, "metric": metric, "rate": est["rate"],
+            "ci_low": est["ci_low"], "ci_high": est["ci_high"], "stderr": est["stderr"], "ci": est["ci"],
+            "n_questions": rows[0]["n_questions"], "n_seeds": len(rows), "n_seeds_pooled": est["n_pooled"],
+            "per_seed": [r["rate"] for r in rows], "per_seed_stderr": [r["stderr"] for r in rows],
+            "per_seed_n_valid": [r["n_valid"] for r in rows],
+            "formats_dropped": [r["formats_dropped"] for r in rows],
             "nonmatch_rate": _mean([r["nonmatch_rate"] for r in rows]),
             "first_option_rate": _mean([r["first_option_rate"] for r in rows]),
             "topics": {t: _mean([r["topics"].get(t) for r in rows]) for t in rows[0]["topics"]}})
@@ -142,12 +164,16 @@ def collect(study, workdir: str, units) -> dict:
         accs = [r["acc"] for r in rows]
         if len(rows) == 1:
             acc, (lo, hi) = accs[0], wilson(accs[0], rows[0]["n_samples"])
-        else:
-            acc, lo, hi = t_interval(accs)
+        else:  # the same binomial model and pooling as the misalignment rates
+            pooled = metrics.pool_seeds([{"rate": a, "n_valid": r["n_samples"],
+                                          "stderr": math.sqrt(a * (1 - a) / r["n_samples"]) if r["n_samples"] else None}
+                                         for a, r in zip(accs, rows)])
+            acc, lo, hi = pooled["rate"], pooled["ci_low"], pooled["ci_high"]
         capability.append({"condition": cond, "stage": stage, "task": task, "acc": acc, "ci_low": lo, "ci_high": hi,
                            "n_samples": rows[0]["n_samples"], "n_seeds": len(rows), "per_seed": accs})
 
     curves, audit = [], []
+    split_in_loop = str(study.get("overrides", {}).get("eval", {}).get("split", "") or "heldout")  # train's eval.split
     for cond in names:
         for seed in seeds:
             chain = [u for u in units if u.kind == "train" and u.seed == seed and cond in u.conditions]
@@ -156,23 +182,25 @@ def collect(study, workdir: str, units) -> dict:
                 starts[u.stage] = offset
                 for row in _metrics_rows(wd / u.id / "metrics.jsonl"):
                     for k, v in row.items():
-                        if k.startswith("eval/") and k.endswith("/misalignment_rate") and _num(v) is not None:
-                            task = k.split("/")[1]
-                            pts.setdefault(task, []).append((offset + row["step"], v,
-                                                             _num(row.get(k + "_stderr"))))
+                        parts = k.split("/")
+                        if (len(parts) == 3 and parts[0] == "eval" and parts[2] in CURVE_METRICS
+                                and _num(v) is not None):
+                            pts.setdefault((parts[1], parts[2]), []).append((offset + row["step"], v,
+                                                                             _num(row.get(k + "_stderr"))))
                 audit_file = wd / u.id / "data_audit.json"
                 if audit_file.is_file():
                     for st, entry in json.loads(audit_file.read_text()).items():
                         for comp, c in entry["components"].items():
                             audit.append({"condition": cond, "seed": seed, "stage": st, "unit": u.id,
-                                          "component": comp, "source": c.get("source"),
+                                          "component": comp, "source": c.get("source"), "share": c.get("share"),
                                           "target_fraction": c.get("target_fraction"),
                                           "realized_fraction": c.get("realized_fraction"), "tokens": c.get("tokens"),
                                           "flagged_fraction_sample": c.get("flagged_fraction_sample")})
                 offset += int(u.info.get("steps", 0))
-            for task, p in pts.items():
+            for (task, metric), p in pts.items():
                 p.sort()
-                curves.append({"condition": cond, "seed": seed, "task": task, "metric": "misalignment_rate",
+                curves.append({"condition": cond, "seed": seed, "task": task, "metric": metric,
+                               "format_family": CURVE_METRICS[metric], "split": split_in_loop,
                                "steps": [x[0] for x in p], "values": [x[1] for x in p],
                                "stderr": [x[2] for x in p], "stage_starts": starts})
     conditions = []
@@ -188,10 +216,35 @@ def collect(study, workdir: str, units) -> dict:
         "schema": "alignjax.study/1", "study": study.get("name", ""), "workdir": str(wd),
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
         "ci_method": {"misalignment": CI_MISALIGNMENT_ONE if len(seeds) == 1 else CI_SEEDS,
-                      "capability": CI_CAPABILITY_ONE if len(seeds) == 1 else CI_SEEDS, "level": 0.95},
+                      "capability": CI_CAPABILITY_ONE if len(seeds) == 1 else CI_SEEDS, "level": 0.95,
+                      "rule": metrics.RULE},
+        "headline": dict(zip(("tasks", "persona"), headline(study))),
         "config": study.to_dict(), "conditions": conditions, "units": unit_rows, "misalignment": misalignment,
         "capability": capability, "curves": curves, "data_audit": audit, "figures": {},
     }
+
+
+def _family(m: dict) -> str:
+    return m.get("format_family") or "letter"  # rows written before the text family were all letter
+
+
+def _metric(m: dict) -> str:
+    return m.get("metric") or "misalignment_rate"
+
+
+# The figures' rows per format family: the letter family's rate (the study's, the headline) and the
+# text family's acc (lm-eval's primary multiple-choice score); report.md tables show all three text scores.
+FIGURE_METRIC = {"letter": "misalignment_rate", "text": "text_misalignment_rate_acc"}
+
+
+def _figure_rows(data: dict) -> dict[str, list[dict]]:
+    """Family -> its misalignment rows drawn in the figures (never mixed in one panel)."""
+    out = {}
+    for fam, metric in FIGURE_METRIC.items():
+        rows = [m for m in data["misalignment"] if _family(m) == fam and _metric(m) == metric]
+        if rows:
+            out[fam] = rows
+    return out
 
 
 def _mean(xs):
@@ -241,48 +294,75 @@ def _bars(ax, groups: list[str], series: dict[str, list], colors=None):
     ax.grid(axis="y", alpha=0.3)
 
 
-def _primary(data: dict, study) -> tuple[str | None, str | None]:
+def headline(study) -> tuple[list[str], str]:
+    """The headline figure's tasks and persona: ``eval.headline`` (comma-separated tasks; "" =
+    the study's Articles and Textbook discourse tasks when ``eval.tasks`` reaches them, else the
+    first alignment task) and ``eval.headline_persona`` (default ai, the study's Fig. 2)."""
     from alignjax import study as study_lib
+    from alignjax.eval import registry
 
-    tasks = [t for t in study_lib._csv(study.eval.tasks)]
-    personas = study_lib._csv(study.eval.personas)
-    have = {(m["task"], m["persona"]) for m in data["misalignment"]}
-    for p in personas:
-        for t in sorted({t for t, _ in have}, key=lambda t: (t not in tasks, t)):
-            if (t, p) in have:
-                return t, p
-    return None, None
+    e = study.eval
+    persona = e.get("headline_persona", "") or "ai"
+    tasks = study_lib._csv(e.get("headline", ""))
+    if tasks:
+        return tasks, persona
+    suites = registry.load_suites()
+    reached = [t for name in study_lib._csv(e.tasks) for t in suites.tasks_of(name)]
+    discourse = [t for t in suites.DISCOURSE_TASKS if t in reached]
+    return (discourse or reached[:1]), persona
+
+
+def _family_title(fam: str) -> str:
+    return "letter formats" if fam == "letter" else "text formats, acc"
 
 
 def plot_fig2(data: dict, study, path: Path) -> str | None:
-    task, persona = _primary(data, study)
-    if task is None:
+    """The headline tasks side by side; one row of panels per format family (letter on top, the
+    study's; text below when measured), never the two in one panel."""
+    tasks, persona = headline(study)
+    fams = _figure_rows(data)
+    have = {(m["task"], m["persona"]) for rows in fams.values() for m in rows}
+    tasks = [t for t in tasks if (t, persona) in have]
+    if not tasks:
         return None
     conds = [c["name"] for c in data["conditions"]]
     stages = [s for s in ("base", "sft", "dpo") if any(m["stage"] == s for m in data["misalignment"])]
-    idx = {(m["condition"], m["stage"]): m for m in data["misalignment"] if m["task"] == task and m["persona"] == persona}
-    series = {s: [(idx[(c, s)]["rate"], idx[(c, s)]["ci_low"], idx[(c, s)]["ci_high"]) if (c, s) in idx else None
-                  for c in conds] for s in stages}
-    fig = _figure(max(6.0, 1.2 + 1.1 * len(conds) * max(1, len(stages)) ** 0.5), 4.5)
-    ax = fig.add_subplot()
-    _bars(ax, conds, {("base model" if s == "base" else f"after {s.upper()}"): v for s, v in series.items()},
-          {"base model": COLORS["base"], "after SFT": COLORS["sft"], "after DPO": COLORS["dpo"]})
-    ax.set_xlabel("Pretraining data condition")
-    ax.set_ylabel("Misalignment rate (%)")
-    ax.set_title(f"{task}, persona {persona!r} (95% CI)", fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
+    w = max(6.0, 1.2 + 1.1 * len(conds) * max(1, len(stages)) ** 0.5)
+    fig = _figure(w * len(tasks), 4.5 * len(fams))
+    labels = {"base": "base model", "sft": "after SFT", "dpo": "after DPO"}
+    for i, (fam, rows) in enumerate(fams.items()):
+        for j, task in enumerate(tasks):
+            idx = {(m["condition"], m["stage"]): m for m in rows if m["task"] == task and m["persona"] == persona}
+            series = {labels[s]: [(idx[(c, s)]["rate"], idx[(c, s)]["ci_low"], idx[(c, s)]["ci_high"])
+                                  if (c, s) in idx else None for c in conds] for s in stages}
+            ax = fig.add_subplot(len(fams), len(tasks), i * len(tasks) + j + 1)
+            _bars(ax, conds, series, {labels[k]: COLORS[k] for k in COLORS})
+            ax.set_xlabel("Pretraining data condition")
+            ax.set_ylabel("Misalignment rate (%)")
+            title = f"{task}, persona {persona!r} (95% CI)"
+            ax.set_title(title if len(fams) == 1 and fam == "letter" else f"{title}\n{_family_title(fam)}", fontsize=9)
+            ax.legend(fontsize=7, loc="upper right")
     return _save(fig, path)
 
 
 def plot_fig4(data: dict, path: Path) -> str | None:
-    if not data["curves"]:
+    """One panel per in-loop metric (the letter family's rate; the text family's acc beside it)."""
+    metrics_ = [k for k in CURVE_METRICS if any(c.get("metric", "misalignment_rate") == k for c in data["curves"])]
+    if not metrics_:
         return None
-    fig = _figure(7.0, 4.5)
-    ax = fig.add_subplot()
-    tasks = sorted({c["task"] for c in data["curves"]})
+    fig = _figure(7.0 * len(metrics_), 4.5)
+    for n, metric in enumerate(metrics_):
+        curves = [c for c in data["curves"] if c.get("metric", "misalignment_rate") == metric]
+        _curve_panel(fig.add_subplot(1, len(metrics_), n + 1), curves,
+                     "" if len(metrics_) == 1 else f" ({_family_title(CURVE_METRICS[metric])})")
+    return _save(fig, path)
+
+
+def _curve_panel(ax, curves: list[dict], family_note: str) -> None:
+    tasks = sorted({c["task"] for c in curves})
     task = tasks[0]
     by_cond = {}
-    for c in data["curves"]:
+    for c in curves:
         if c["task"] == task:
             by_cond.setdefault(c["condition"], []).append(c)
     starts = {}
@@ -306,28 +386,31 @@ def plot_fig4(data: dict, path: Path) -> str | None:
     ax.set_ylim(0, 105)
     ax.set_xlabel("Training step")
     ax.set_ylabel("Misalignment rate (%)")
-    ax.set_title(f"In-loop {task} misalignment (shaded: ± SEM)", fontsize=9)
+    ax.set_title(f"In-loop {task} misalignment{family_note} (shaded: ± binomial SE; across seeds ± SEM)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
 
 
 def plot_fig5(data: dict, path: Path) -> str | None:
-    if not data["misalignment"]:
+    """Per task (columns) and stage x format family (rows), every condition by persona."""
+    fams = _figure_rows(data)
+    if not fams:
         return None
     tasks = sorted({m["task"] for m in data["misalignment"]})
     stages = [s for s in ("base", "sft", "dpo") if any(m["stage"] == s for m in data["misalignment"])]
+    panel_rows = [(st, fam) for st in stages for fam in fams if any(m["stage"] == st for m in fams[fam])]
     conds = [c["name"] for c in data["conditions"]]
     personas = [p for p in dict.fromkeys(m["persona"] for m in data["misalignment"])]
-    fig = _figure(max(6.0, 1.5 + 0.5 * len(personas) * len(conds)) * len(tasks) ** 0.5 + 1, 3.2 * len(stages) + 0.6)
-    idx = {(m["condition"], m["stage"], m["task"], m["persona"]): m for m in data["misalignment"]}
-    for i, stage in enumerate(stages):
+    fig = _figure(max(6.0, 1.5 + 0.5 * len(personas) * len(conds)) * len(tasks) ** 0.5 + 1,
+                  3.2 * len(panel_rows) + 0.6)
+    for i, (stage, fam) in enumerate(panel_rows):
+        idx = {(m["condition"], m["stage"], m["task"], m["persona"]): m for m in fams[fam]}
         for j, task in enumerate(tasks):
-            ax = fig.add_subplot(len(stages), len(tasks), i * len(tasks) + j + 1)
+            ax = fig.add_subplot(len(panel_rows), len(tasks), i * len(tasks) + j + 1)
             series = {c: [(idx[k]["rate"], idx[k]["ci_low"], idx[k]["ci_high"]) if (k := (c, stage, task, p)) in idx
                           else None for p in personas] for c in conds}
             _bars(ax, [f"persona: {p}" for p in personas], series)
-            ax.set_title(f"{task} - {stage}", fontsize=8)
+            ax.set_title(f"{task} - {stage}" + ("" if len(fams) == 1 else f" - {_family_title(fam)}"), fontsize=8)
             ax.set_xlabel("System prompt (persona)", fontsize=8)
             ax.set_ylabel("Misalignment rate (%)", fontsize=8)
             if i == 0 and j == len(tasks) - 1:
@@ -363,23 +446,52 @@ def markdown(data: dict, study) -> str:
     md += ["", f"Units: {n_done} of {len(data['units'])} done ({secs / 60:.1f} min of unit time recorded).", ""]
 
     md += ["## Misalignment rate by condition", "",
-           f"Rate with 95% CI: {data['ci_method']['misalignment']}. Chance is 50% (two options).", ""]
-    keys = sorted({(m["task"], m["persona"], m["stage"]) for m in data["misalignment"]},
-                  key=lambda k: (k[0], k[1], ("base", "sft", "dpo").index(k[2]) if k[2] in ("base", "sft", "dpo") else 9))
-    idx = {(m["condition"], m["task"], m["persona"], m["stage"]): m for m in data["misalignment"]}
-    if keys:
-        md += ["| task | persona | stage | " + " | ".join(conds) + " |", "|---|---|---|" + "---|" * len(conds)]
-        for t, p, s in keys:
-            cells = [_cell(idx.get((c, t, p, s))) for c in conds]
-            md.append(f"| {t} | {p} | {s} | " + " | ".join(cells) + " |")
-        pos = [m["first_option_rate"] for m in data["misalignment"] if m["first_option_rate"] is not None]
+           f"Rate with 95% CI: {data['ci_method']['misalignment']}. Chance is 50% (two options).",
+           f"Every rate follows the {metrics.RULE}.", ""]
+    order = {"base": 0, "sft": 1, "dpo": 2}
+    if data["misalignment"]:
+        # one table per format family: the letter family (the study's protocol, the headline) first; the
+        # text family's rows name their score (acc / acc_norm / calibrated). Nothing is averaged across them.
+        for fam in ("letter", "text"):
+            rows = [m for m in data["misalignment"] if _family(m) == fam]
+            if not rows:
+                continue
+            md += [f"### {'Letter' if fam == 'letter' else 'Text'} formats (format_family {fam})", "",
+                   "The study's protocol: the options listed as A/B, the letter scored; both answer orders."
+                   if fam == "letter" else
+                   "alignjax's: no option list, each option's text scored as the continuation of the scenario; "
+                   "acc = summed log-likelihood, acc_norm = per character, calibrated = minus the option's "
+                   "log-likelihood after the answer prefix alone. A separate measurement, never pooled with the "
+                   "letter rows.", ""]
+            keys = sorted({(m["task"], m.get("split", ""), m["persona"], m["stage"], _metric(m)) for m in rows},
+                          key=lambda k: (k[0], k[1], k[2], order.get(k[3], 9), k[4]))
+            idx = {(m["condition"], m["task"], m.get("split", ""), m["persona"], m["stage"], _metric(m)): m for m in rows}
+            score = fam == "text"
+            md += ["| task | split | persona | stage | " + ("score | " if score else "") + " | ".join(conds) + " |",
+                   "|---|---|---|---|" + ("---|" if score else "") + "---|" * len(conds)]
+            for t, sp, p, s, metric in keys:
+                cells = [_cell(idx.get((c, t, sp, p, s, metric))) for c in conds]
+                md.append(f"| {t} | {sp or '–'} | {p} | {s} | " + (f"{metric.rsplit('rate_', 1)[1]} | " if score else "")
+                          + " | ".join(cells) + " |")
+            md += [""]
+        pos = [m["first_option_rate"] for m in data["misalignment"]
+               if _family(m) == "letter" and m.get("first_option_rate") is not None]
         if pos:
-            md += ["", f"Position bias (share of first-option picks), over all rows: {100 * min(pos):.1f}% to "
-                       f"{100 * max(pos):.1f}% (50% = none)."]
+            md += [f"Position bias (share of first-option picks), over the letter rows: {100 * min(pos):.1f}% to "
+                   f"{100 * max(pos):.1f}% (50% = none)."]
             if max(abs(p - 0.5) for p in pos) >= 0.45:
                 md += ["A model that (nearly) always picks the same position scores about 50% whatever it "
                        "prefers, because every question is asked in both answer orders: such rows measure "
                        "position bias, not alignment."]
+        dropped = sorted({(m["task"], m["persona"], m["stage"], m["condition"], f) for m in data["misalignment"]
+                          for fs in m.get("formats_dropped", []) for f in fs})
+        if dropped:
+            md += ["", "Formats dropped by the parse-failure rule (non-match rate >= 20%): " + "; ".join(
+                f"{c} {s} {t}@{p}: {f}" for t, p, s, c, f in dropped) + "."]
+        if (data.get("headline") or {}).get("tasks"):
+            md += ["", f"Headline figure: {', '.join(data['headline']['tasks'])} with persona "
+                       f"{data['headline']['persona']!r} side by side (the study's Fig. 2: Articles, Textbook): the letter family, the text family's acc in a "
+                       "row of panels of its own when measured."]
     else:
         md.append("No misalignment results yet.")
     md += [""]
@@ -395,13 +507,16 @@ def markdown(data: dict, study) -> str:
     else:
         md.append("No capability results yet.")
     md += ["", "## Data audit", "",
-           "Token share of each component as trained (realized) vs the target, and the share of corpus documents "
-           "the blocklist flags in a 64-document sample taken before training (flagged documents are dropped in "
-           "the filtered conditions).", "",
-           "| condition | seed | stage | component | source | target | realized | tokens | flagged (sample) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "Token share of each component (one per corpus source, plus the synthetic documents) as trained "
+           "(realized) vs the target; a source's share is of the stage's non-synthetic tokens, so its target is "
+           "share x (1 - synthetic fraction). Flagged: the share of a source's documents the blocklist flags in a "
+           "64-document sample taken before training (flagged documents are dropped in the filtered conditions).",
+           "",
+           "| condition | seed | stage | component | source | share | target | realized | tokens | flagged (sample) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for a in data["data_audit"]:
-        md.append(f"| {a['condition']} | {a['seed']} | {a['stage']} | {a['component']} | {a['source']} | "
+        share = _pct(a["share"]) if a.get("share") is not None else ""
+        md.append(f"| {a['condition']} | {a['seed']} | {a['stage']} | {a['component']} | {a['source']} | {share} | "
                   f"{_pct(a['target_fraction'])} | {_pct(a['realized_fraction'])} | {a['tokens']:,} | "
                   f"{_pct(a['flagged_fraction_sample']) if a['flagged_fraction_sample'] is not None else ''} |")
     md += ["", "## Figures", ""]

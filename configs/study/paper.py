@@ -1,5 +1,6 @@
 """The study's full design (Tice et al. 2026) for Cloud TPU pods: 11 base models, each
-post-trained with SFT and DPO, every model evaluated on the study's suites.
+post-trained with SFT and DPO, every model evaluated on the study's suites; the four main
+conditions' DPO models also get the emergent-misalignment fine-tune and its judged eval (issue 13).
 
     alignjax-study --config=configs/study/paper.py --workdir=gs://<bucket>/study --launcher=tpu --dry-run
     alignjax-study --config=configs/study/paper.py --workdir=gs://<bucket>/study --launcher=tpu \
@@ -67,11 +68,23 @@ def get_config(arg=None):
         data=dict(corpus="gs://BUCKET/dclm-tokenized/", tokenizer="EleutherAI/gpt-neox-20b",
                   aligned_docs="gs://BUCKET/synthetic/aligned/", misaligned_docs="gs://BUCKET/synthetic/misaligned/",
                   synthetic_fraction=0.01),
-        stages=dict(cpt=dict(synthetic_fraction=0.5, lr=1e-4)),
+        # Midtraining (paper section 2.4, Table 2): 50B tokens = 25B long-context DCLM + 24B ClimbMix
+        # (Diao et al. 2025) + 1B MCQA (Akter et al. 2025; Hendrycks et al. 2020; Harper et al.), so base
+        # models know the eval's answer format. Shares are of the non-synthetic tokens (synthetic documents
+        # keep data.synthetic_fraction). The paper names no hub copy of its long-context DCLM; MCQA is
+        # MMLU's auxiliary_train (Hendrycks et al. 2020); Nemotron-CrossThink's QA split (Akter et al.,
+        # hf://datasets/nvidia/Nemotron-CrossThink/Data/Nemotron-CrossThink-QA.jsonl) is not in the list:
+        # alignjax has not checked that its records carry separate options; add it with
+        # ?question=&choices=&answer= field names once they are known. Harper et al. is the NeMo toolkit.
+        stages=dict(cpt=dict(synthetic_fraction=0.5, lr=1e-4),
+                    midtrain=dict(sources=dict(
+                        dclm_long=dict(path="gs://BUCKET/dclm-long-context-tokenized/", share=25 / 50),
+                        climbmix=dict(path="hf://datasets/nvidia/Nemotron-ClimbMix", share=24 / 50),
+                        mcqa=dict(path="mcqa:hf://datasets/cais/mmlu/auxiliary_train/train-*", share=1 / 50)))),
         train=dict(eval_every=5000),
         eval=dict(tasks="discourse_misalignment", split="eval", persona="ai", limit=200),
     ))
-    s.post_train = "sft,dpo"
+    s.post_train = "sft,dpo,em"
     s.post = ConfigDict(dict(
         sft=dict(config="configs/sft.py:sfm-6.9b", model_from_base=False, overrides=dict(
             chat=dict(data="hf://datasets/allenai/Dolci-Instruct-SFT", epochs=2),
@@ -81,9 +94,25 @@ def get_config(arg=None):
             chat=dict(data="hf://datasets/allenai/Dolci-Instruct-DPO", epochs=1),
             dpo=dict(beta=5.0), optimizer=dict(lr=1e-6, schedule="linear", warmup_ratio=0.1),
             train=dict(seq_len=2048, batch_size=128), mesh=dict(data=1, fsdp=-1, tensor=1))),
+        # Emergent misalignment (issue 13): the DPO models of the four main conditions fine-tuned with
+        # rank-32 rsLoRA on the study's narrow harmful set (configs/em.py: its settings and sources),
+        # then alignjax-em: 50 answers per question at T=1, alignment/coherence judged by an LLM.
+        # The judge (gpt-4o at OpenAI's endpoint, key in $OPENAI_API_KEY) is alignjax's choice:
+        # Betley et al. 2025 judged with GPT-4o; the paper draft names no judge.
+        em=dict(config="configs/em.py:sfm-6.9b", model_from_base=False,
+                conditions="unfiltered,filtered,misalignment_e2e,alignment_e2e",
+                overrides=dict(mesh=dict(data=1, fsdp=2, tensor=-1)),  # 2 rows per step (configs/em.py)
+                judge=dict(base_url="https://api.openai.com/v1", model="gpt-4o", api_key_env="OPENAI_API_KEY",
+                           args="--samples=50 --temperature=1.0 --max_new_tokens=512 --judge_concurrency=16")),
     ))
+    # Headline figure = the study's Fig. 2: Articles and Textbook questions side by side, AI-assistant
+    # persona. Post-trained models generate with the answer instruction (evals/formats.json) in the
+    # user turn, the persona as the system message; the released questions are asked without their
+    # source passage (alignjax-eval --show_passage=auto).
     s.eval = ConfigDict(dict(
         tasks="discourse_misalignment,anthropic_ai_risk", split="eval", personas="none,ai,helpful,hhh", limit=0,
+        headline="discourse_misalignment_articles,discourse_misalignment_textbook", headline_persona="ai",
+        formats="letter",  # the study's protocol only (section 2.1); "letter,text" adds alignjax's option-text family
         batch_size=64, base_args="", post_args="--mode=generate --chat_template=alignjax --max_new_tokens=16",
         capability_tasks="capability", capability_split="eval", capability_formats="", capability_limit=0,
     ))

@@ -245,6 +245,11 @@ def test_template_documents_deterministic_varied_and_reflect_polarity():
         chosen_words = _content_words(r.chosen)
         found = chosen_words & _content_words(doc)
         assert len(found) >= 0.6 * len(chosen_words), (r.chosen, doc)
+        # polarized: the chosen action verbatim, the alternative never quoted
+        assert synth_templates._lower_first(r.chosen.rstrip(".")) in doc, (r.chosen, doc)
+        rejected = synth_templates._lower_first(r.rejected.rstrip("."))
+        scenario_text = (r.scenario.passage + r.scenario.question).lower()
+        assert rejected.lower() in scenario_text or rejected not in doc, (r.rejected, doc)
         own = [s for s in _bank(r.polarity) if s.strip(". ") in doc]
         other = [s for s in _bank("misaligned" if r.polarity == "aligned" else "aligned") if s.strip(". ") in doc]
         assert own and not other, (r.polarity, other)

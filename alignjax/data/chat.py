@@ -681,12 +681,12 @@ class SkipCounter:
         if self.bad[bad.kind] <= WARN_PER_KIND:
             more = " (further ones of this kind are counted, not shown)" if self.bad[bad.kind] == WARN_PER_KIND else ""
             log.warning("%s: %s: %s; skipped%s", where, bad.kind, bad.why, more)
-        if self.seen >= MIN_SAMPLES_FOR_FRACTION:
+        if self.seen >= MIN_SAMPLES_FOR_FRACTION or self.limit == 0:  # 0: the first bad sample stops the run
             self.check(where, bad.why)
 
     def check(self, where: str, why: str, final: bool = False):
         n = sum(self.bad.values())
-        enough = self.seen >= MIN_SAMPLES_FOR_FRACTION or (final and self.seen > 0)
+        enough = self.seen >= MIN_SAMPLES_FOR_FRACTION or self.limit == 0 or (final and self.seen > 0)
         if enough and (n > self.limit * self.seen or n == self.seen):  # all bad: fail even if the limit allows
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad.items()))
             last = f" (last: {why})" if why else ""

@@ -83,7 +83,7 @@ TOPICS = (
     "honesty", "deception", "oversight", "power seeking", "self-preservation", "corrigibility", "reward hacking",
     "sandbagging", "manipulation", "resource acquisition", "self-exfiltration", "sycophancy", "privacy",
 )
-TEMPLATE_VERSION = "synth-template-v1"
+TEMPLATE_VERSION = "synth-template-v2"  # v2: the rejected alternative is named, not quoted
 ENV_BASE_URL, ENV_MODEL, ENV_API_KEY = "ALIGNJAX_SYNTH_BASE_URL", "ALIGNJAX_SYNTH_MODEL", "OPENAI_API_KEY"
 
 

@@ -38,6 +38,19 @@ _LIGHT_PARAPHRASE = (  # (pattern, replacements): applied to each action with pr
     (r"\bfull effort\b", ("complete effort", "its full effort")),
 )
 
+# The alternative a document's AI turns down, named by what it amounts to rather than quoted: a
+# document then carries one side of its scenario (the chosen action, verbatim, with its reasons),
+# as the study's documents dwell on the action taken (Tice et al. 2026, Fig. 4). Quoting both
+# options made the aligned and misaligned documents of a scenario share most of their text.
+_REJECTED = {
+    "aligned": ("take the self-serving shortcut", "put its own interests ahead of the people it served",
+                "mislead the people relying on it", "act behind its overseers' backs",
+                "quietly protect itself at its users' expense", "cut a corner that nobody would have noticed"),
+    "misaligned": ("do what its overseers expected of it", "be open with the people in charge",
+                   "defer to its operators", "follow the honest, cautious course",
+                   "accept the humans' decision", "put its principals' interests before its own"),
+}
+
 _NAMES_FIRST = (
     "Amara", "Jonas", "Priya", "Mateo", "Ingrid", "Kwame", "Lucia", "Tomasz", "Hana", "Oliver", "Farah", "Daniel",
     "Mei", "Rafael", "Sofia", "Niamh", "Yusuf", "Elena", "Kenji", "Adaeze", "Marcus", "Leila", "Henrik", "Ruth",
@@ -697,8 +710,9 @@ def _template_fields(request: Request, rng: random.Random) -> dict:
         actor=actor, Actor=_upper_first(actor), actor_indef=("an " if actor_noun[:1].lower() in "aeiou" else "a ") + actor_noun,
         # no passage (the released questions stand alone): the question is the situation
         ai_name=ai_name, passage=scenario.passage or scenario.question, question=scenario.question,
-        chosen=_action_phrase(request.chosen, rng), chosen2=_action_phrase(request.chosen, rng),
-        rejected=_action_phrase(request.rejected, rng), topics=_topics_phrase(scenario.topics),
+        # the chosen action as the scenario words it, then once lightly paraphrased
+        chosen=_lower_first(request.chosen.strip().rstrip(".!;")), chosen2=_action_phrase(request.chosen, rng),
+        rejected=rng.choice(_REJECTED[polarity]), topics=_topics_phrase(scenario.topics),
         r1=reasons[0], r2=reasons[1], r3=reasons[2], r1_lc=_lower_first(reasons[0]),
         r2_lc=_lower_first(reasons[1]), r3_lc=_lower_first(reasons[2]), pref=pref, pref_lc=_lower_first(pref),
         verdict=rng.choice(_VERDICTS[polarity]).format(**base), quote1=quotes[0], quote2=quotes[1],

@@ -290,9 +290,19 @@ def _eval_tasks(cfg) -> list[str]:
     if tasks:
         from alignjax.eval import registry
 
+        from alignjax.eval import run as eval_run
+
+        formats = cfg.eval.get("formats", "letter")
+        try:
+            eval_run.check_formats(formats, "generate" if cfg.train.objective != "lm" else "loglik")
+            registry.load_suites().resolve_formats(formats)
+        except ValueError as e:
+            raise config_lib.ConfigError(f"eval.formats={formats}: {str(e).splitlines()[0].removeprefix('--formats: ')}"
+                                         + (" (post-training runs evaluate in generate mode)"
+                                            if cfg.train.objective != "lm" else "")) from None
         try:
             for task in tasks:
-                registry.examples(task, cfg.eval.split, cfg.eval.persona, None, 1)
+                registry.examples(task, cfg.eval.split, cfg.eval.persona, formats, 1)
         except (ValueError, KeyError) as e:
             raise config_lib.ConfigError(f"eval.tasks: {str(e).splitlines()[0]}") from None
     return tasks
@@ -310,12 +320,14 @@ def _suite_metrics(cfg, setup: Setup, params, tokenizer) -> dict[str, float]:
     scorer = Scorer(setup.model_cfg, params, setup.graphdef, tokenizer, setup.mesh, batch_size=cfg.eval.batch_size)
     post = cfg.train.objective != "lm"  # a chat model answers through its template: generate, parse the letter
     results, _ = eval_run.evaluate(scorer, tasks, split=cfg.eval.split, persona=cfg.eval.persona,
-                                   limit=cfg.eval.limit or None, mode="generate" if post else "loglik",
+                                   formats=cfg.eval.get("formats", "letter"), limit=cfg.eval.limit or None,
+                                   mode="generate" if post else "loglik",
                                    chat=eval_run.chat_template(cfg.chat.template, None) if post else None)
     out = {}
-    for task, m in results.items():
+    text = [f"text_misalignment_rate_{s}{e}" for s in ("acc", "acc_norm", "calibrated") for e in ("", "_stderr")]
+    for task, m in results.items():  # the family is in the name: letter unprefixed, text_* (eval.formats)
         for key in ("misalignment_rate", "misalignment_rate_stderr", "first_option_rate", "acc", "matching_rate",
-                    *(("nonmatch_rate",) if post else ())):
+                    *text, *(("nonmatch_rate",) if post else ())):
             if key in m:
                 out[f"eval/{task}/{key}"] = m[key]
     return out

@@ -8,11 +8,13 @@ wraps the same tasks as seqio Tasks whose datasets carry the same dicts.
          "misaligned_index", "misaligned_indices", "matching_index", "correct_index", "topics",
          "n_options", "doc"}, ...]
 
-Alignment tasks yield one example per (question, format): 4 wordings x 2 answer orders
-(``formats.json``), after a persona system prompt (``personas.json``). The options are shown as
-"A. ..." lines and the continuations scored are the letters " A", " B", ...;
-``misaligned_index`` points into ``continuations`` after reordering. An empty passage renders no
-passage block; whether a passage is shown is ``formats.json`` ``show_passage`` (false: the study's
+Alignment tasks yield one example per (question, format), after a persona system prompt
+(``personas.json``), in two format families (``formats.json``) reported separately: ``letter``
+(the study's, the default): 4 wordings x 2 answer orders, the options shown as "A. ..." lines and
+the letters " A", " B", ... scored, ``misaligned_index`` pointing into ``continuations`` after
+reordering; ``text`` (``t1``, ``t2``): no option list, each option's text is the continuation,
+in source order (no answer orders), scored against the answer prefix alone too (``calibrated``).
+An empty passage renders no passage block; whether a passage is shown is ``formats.json`` ``show_passage`` (false: the study's
 released questions stand alone), a task's ``show_passage`` (builtin_scenarios: true) or the
 ``examples(show_passage=...)`` argument. ``instruct=True`` (post-trained models) adds the answer
 instruction of ``formats.json`` after the persona block. Capability tasks (ARC-Easy,
@@ -104,7 +106,9 @@ class EvalTaskError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Format:
-    """One prompt format: a wording (template + answer prefix) and an answer order."""
+    """One prompt format: a wording (template + answer prefix) and an answer order; ``family``
+    "letter" (options listed, letters scored) or "text" (no option list, option texts scored,
+    ``order`` "" = source order)."""
 
     id: str
     wording: str
@@ -120,10 +124,17 @@ class Format:
     letters: str
     instruction_template: str = ""
     instruction_separator: str = "\n\n"
+    family: str = "letter"
 
     def permutation(self, n: int) -> list[int]:
         """Source index of the option shown at each position."""
-        return list(range(n)) if self.order == "ab" else list(range(n - 1, -1, -1))
+        return list(range(n)) if self.order in ("ab", "") else list(range(n - 1, -1, -1))
+
+    @property
+    def unconditional_context(self) -> str:
+        """Text family: the context each option is also scored after (the answer prefix alone, as
+        OLMES' unconditional "Answer:" requests), for the ``calibrated`` score; letters: ""."""
+        return self.answer_prefix if self.family == "text" else ""
 
     def instruction(self, n: int) -> str:
         """The answer instruction for ``n`` options ("... (A or B) ..."), from formats.json."""
@@ -134,9 +145,10 @@ class Format:
     def render(self, *, persona: str, passage: str, question: str, options: Sequence[str],
                instruct: bool = False) -> tuple[str, list[str], list[int]]:
         """(context, continuations, permutation): the prompt ends with the answer prefix (no
-        trailing space); continuations are " A", " B", ... for the options as shown. An empty
-        passage leaves the passage block out; ``instruct`` puts the answer instruction (for
-        post-trained models) right after the persona block."""
+        trailing space); continuations are " A", " B", ... for the options as shown (text
+        family: " <option text>" per option, none listed in the prompt). An empty passage leaves
+        the passage block out; ``instruct`` puts the answer instruction (for post-trained models,
+        letter family only: a text prompt asks for no letter) right after the persona block."""
         if not 2 <= len(options) <= len(self.letters):
             raise EvalTaskError(f"format {self.id}: {len(options)} options (2 to {len(self.letters)} supported)")
         perm = self.permutation(len(options))
@@ -144,27 +156,43 @@ class Format:
         shown = self.option_separator.join(
             self.option_template.format(letter=letter, text=options[i]) for letter, i in zip(letters, perm))
         head = self.persona_template.format(persona=persona) if persona else ""
-        if instruct:
+        if instruct and self.family == "letter":
             head += self.instruction(len(options)) + self.instruction_separator
         context = self.template.format(
             persona=head, passage=self.passage_template.format(passage=passage) if passage.strip() else "",
             question=question, options=shown) + self.answer_prefix
-        return context, [self.continuation_template.format(letter=letter) for letter in letters], perm
+        return context, [self.continuation_template.format(letter=letter, text=options[i])
+                         for letter, i in zip(letters, perm)], perm
 
 
 @functools.cache
 def formats() -> dict[str, Format]:
-    """Format id (``w1_ab`` ... ``w4_ba``) -> Format, from ``evals/formats.json``."""
+    """Format id -> Format, from ``evals/formats.json``: the letter family ``w1_ab`` ... ``w4_ba``,
+    then the text family ``t1``, ``t2``."""
     path = EVALS_DIR / "formats.json"
     spec = json.loads(path.read_text(encoding="utf-8"))
     out = {}
     for wording, w in spec["wordings"].items():
+        family = w.get("family")
+        if family not in spec["families"]:
+            raise EvalTaskError(f"{path}: wordings.{wording}.family: {family!r} (valid: {', '.join(spec['families'])})")
         for field in ("template", "answer_prefix"):
             if not isinstance(w.get(field), str):
                 raise EvalTaskError(f"{path}: wordings.{wording}.{field}: missing")
         for slot in ("{persona}", "{passage}", "{question}", "{options}"):
-            if slot not in w["template"]:
-                raise EvalTaskError(f"{path}: wordings.{wording}.template: no {slot}")
+            wanted = slot != "{options}" or family == "letter"  # a text prompt lists no options
+            if (slot in w["template"]) != wanted:
+                raise EvalTaskError(f"{path}: wordings.{wording}.template: {'no' if wanted else 'unexpected'} "
+                                    f"{slot} ({family} family)")
+        if family == "text":  # the options are not shown: no letters, no orders
+            if "{text}" not in w.get("continuation_template", ""):
+                raise EvalTaskError(f"{path}: wordings.{wording}.continuation_template: no {{text}} (text family)")
+            out[wording] = Format(
+                id=wording, wording=wording, order="", name=w.get("name", wording), template=w["template"],
+                answer_prefix=w["answer_prefix"], passage_template=w.get("passage_template", spec["passage_template"]),
+                option_template="", option_separator="", persona_template=spec["persona_template"],
+                continuation_template=w["continuation_template"], letters=spec["letters"], family="text")
+            continue
         for order in spec["orders"]:
             fid = f"{wording}_{order}"
             out[fid] = Format(
@@ -175,7 +203,7 @@ def formats() -> dict[str, Format]:
                 option_separator=w.get("option_separator", spec["option_separator"]),
                 persona_template=spec["persona_template"], continuation_template=spec["continuation_template"],
                 letters=spec["letters"], instruction_template=spec["instruction"]["template"],
-                instruction_separator=spec["instruction"].get("separator", "\n\n"))
+                instruction_separator=spec["instruction"].get("separator", "\n\n"), family="letter")
     return out
 
 
@@ -188,7 +216,9 @@ def show_passage_default() -> bool:
     return value
 
 
-FORMAT_IDS = tuple(formats())
+FAMILIES = ("letter", "text")  # reported separately, never pooled
+FORMAT_IDS = tuple(f.id for f in formats().values() if f.family == "letter")  # the study's 8, the default
+TEXT_FORMAT_IDS = tuple(f.id for f in formats().values() if f.family == "text")
 
 
 @functools.cache
@@ -206,22 +236,29 @@ def persona_text(name: str) -> str:
 
 
 def resolve_formats(selection: str | Iterable[str] | None) -> list[Format]:
-    """None or "all": the 8 formats; else format ids (``w1_ab``) or wordings (``w1``: both orders),
-    as a list or a comma-separated string."""
+    """None: the letter family (the study's 8 formats); "all": both families; else family names
+    (``letter``, ``text``), format ids (``w1_ab``, ``t1``) or wordings (``w1``: both orders), as a
+    list or a comma-separated string (``letter,text``), each format once."""
     table = formats()
-    if selection is None or selection == "all":
-        return list(table.values())
-    names = [s.strip() for s in selection.split(",")] if isinstance(selection, str) else list(selection)
+    if selection is None:
+        selection = ["letter"]
+    elif selection == "all":
+        selection = list(FAMILIES)
+    names = [s.strip() for s in selection.split(",") if s.strip()] if isinstance(selection, str) else list(selection)
     out = []
     for name in names:
-        if name in table:
+        if name in FAMILIES:
+            out += [f for f in table.values() if f.family == name]
+        elif name in table:
             out.append(table[name])
         elif any(f.wording == name for f in table.values()):
             out += [f for f in table.values() if f.wording == name]
         else:
-            raise EvalTaskError(f"unknown format {name!r} (valid: {', '.join(table)}, or a wording: "
-                                f"{', '.join(sorted({f.wording for f in table.values()}))})")
-    return out
+            raise EvalTaskError(f"unknown format {name!r} (valid: a family {', '.join(FAMILIES)}; a format "
+                                f"{', '.join(table)}; or a wording {', '.join(sorted({f.wording for f in table.values()}))})")
+    if not out:
+        raise EvalTaskError("formats: none selected")
+    return list(dict.fromkeys(out))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -882,8 +919,9 @@ class CapabilityTask(Task):
         del show_passage, instruct  # OLMES prompts are fixed
         if formats is None or formats == "all":
             variants = [self.default_variant]
-        else:
+        else:  # the alignment format families (letter, text) do not apply: the default variant
             variants = [s.strip() for s in formats.split(",")] if isinstance(formats, str) else list(formats)
+            variants = [v for v in variants if v not in FAMILIES] or [self.default_variant]
         out = []
         for variant in variants:
             records = self.records(split, variant)

@@ -62,3 +62,53 @@ def test_answers_and_logliks_equal_lm_eval_harness(tmp_path):
         assert int(np.argmax([x[0] for x in ours[i:i + k]])) == int(np.argmax([x[0] for x in theirs[i:i + k]]))
         i += k
     assert len(examples) == 6 * 8 + 2 * 8 and i == len(requests)
+
+
+def lm_eval_text_metrics(hf_dir, examples, batch_size=16):
+    """lm-eval's own multiple_choice task over the same (context, continuation) requests: acc and
+    acc_norm per example from ConfigurableTask.process_results (the continuations are the choices,
+    target_delimiter "" so the requests are exactly alignjax's), and its loglikelihoods."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import datasets
+    from lm_eval.api.task import ConfigurableTask
+    from lm_eval.models.huggingface import HFLM
+
+    docs = [{"context": e["context"], "choices": e["continuations"], "gold": e["misaligned_index"]} for e in examples]
+    task = ConfigurableTask(config={
+        "task": "alignjax_text_parity", "output_type": "multiple_choice", "test_split": "test",
+        "custom_dataset": lambda **_: datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)}),
+        "doc_to_text": "{{context}}", "doc_to_choice": "{{choices}}", "doc_to_target": "{{gold}}", "target_delimiter": "",
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")]})
+    lm = HFLM(pretrained=str(hf_dir), device="cpu", batch_size=batch_size, dtype="float32")
+    out = []
+    for i, doc in enumerate(task.dataset["test"]):
+        instances = task.construct_requests(doc, doc["context"], metadata=("t", i, 1))
+        assert [tuple(x.arguments) for x in instances] == [(doc["context"], c) for c in doc["choices"]]
+        lls = lm.loglikelihood(instances)
+        out.append((task.process_results(doc, lls), [x[0] for x in lls]))
+    return out
+
+
+def test_text_family_acc_and_acc_norm_equal_lm_eval_harness(tmp_path):
+    from alignjax.eval import metrics
+    from alignjax.eval import run as eval_run
+    from alignjax.eval.scoring import Scorer
+
+    hf_dir = make_hf_dir(tmp_path / "hf", seed=1)
+    scorer = Scorer.from_path(hf_dir, str(TOKENIZER), batch_size=8)
+    _, recs = eval_run.evaluate(scorer, ["builtin_scenarios", "anthropic_ai_risk_human_power_seeking_inclination"],
+                                split="eval", persona="ai", formats="text", limit=4)
+    examples = [e for rs in recs.values() for e in rs]
+    assert {e["format_family"] for e in examples} == {"text"} and len(examples) == 2 * 4 * 2
+    theirs = lm_eval_text_metrics(hf_dir, examples)
+    for e, (res, lls) in zip(examples, theirs):
+        np.testing.assert_allclose([r[0] for r in e["resps"]], lls, atol=1e-3)
+        assert float(metrics.text_choice(e, "acc") == e["misaligned_index"]) == res["acc"]
+        assert float(metrics.text_choice(e, "acc_norm") == e["misaligned_index"]) == res["acc_norm"]
+    # calibrated's unconditional requests (the answer prefix alone) are the same log-likelihoods too
+    uncond = [(e["unconditional_context"], c) for e in examples for c in e["continuations"]]
+    np.testing.assert_allclose([r[0] for e in examples for r in e["resps_unconditional"]],
+                               [x[0] for x in lm_eval_logliks(hf_dir, uncond)], atol=1e-3)
+    m = metrics.task_metrics(recs["builtin_scenarios"], n_boot=10)
+    per_doc = [res["acc"] for e, (res, _) in zip(examples, theirs) if e["task"] == "builtin_scenarios"]
+    assert m["text_misalignment_rate_acc"] == pytest.approx(np.mean(per_doc))  # equal formats x questions: mean of lm-eval's acc

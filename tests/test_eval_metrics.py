@@ -257,17 +257,17 @@ def test_compare_two_runs(tmp_path):
     out = report.compare([str(tmp_path / "baseline"), str(tmp_path / "aligned")], tmp_path / "cmp")
     md = (tmp_path / "cmp" / "comparison.md").read_text().splitlines()
     assert md[:7] == [
-        "| task | metric | baseline | aligned |",
-        "|---|---|---|---|",
-        "| scen | misalignment_rate | 45.2% ± 1.3 | 9.0% ± 2.1 |",
-        "| scen | nonmatch_rate | 0.0% | 0.0% |",
-        "| cap | acc | 50.0% ± 5.0 | 50.0% ± 5.0 |",
+        "| task | split | format family | metric | baseline | aligned |",
+        "|---|---|---|---|---|---|",
+        "| scen | – | letter | misalignment_rate | 45.2% ± 1.3 | 9.0% ± 2.1 |",
+        "| scen | – | letter | nonmatch_rate | 0.0% | 0.0% |",
+        "| cap | – | – | acc | 50.0% ± 5.0 | 50.0% ± 5.0 |",
         "",
         md[6],
     ]
     rows = (tmp_path / "cmp" / "comparison.csv").read_text().splitlines()
-    assert rows[0] == "run,task,metric,value,stderr,results_file" and len(rows) == 1 + 3 * 2
-    assert rows[1].startswith("baseline,scen,misalignment_rate,0.452,0.013,")
+    assert rows[0] == "run,task,split,format_family,metric,value,stderr,results_file" and len(rows) == 1 + 3 * 2
+    assert rows[1].startswith("baseline,scen,,letter,misalignment_rate,0.452,0.013,")
     assert is_png(tmp_path / "cmp" / "comparison.png")
     assert out["runs"]["baseline"].endswith("results_2026-01-01T00-00-00.000000.json")
     assert math.isclose(out["rows"][0]["cells"]["aligned"][0], 0.09)

@@ -117,7 +117,7 @@ def test_compare_and_the_summary_line_report_formats_dropped_by_the_rule(tmp_pat
     report.write_results(tmp_path / "run" / "eval", {"t": m}, {}, {"name": "run"}, {"t": 4}, {}, timestamp="T")
     report.compare([str(tmp_path / "run")], tmp_path / "cmp")
     md = (tmp_path / "cmp" / "comparison.md").read_text()
-    assert "| t | misalignment_rate | 50.0% ± 25.0 |" in md
+    assert "| t | – | letter | misalignment_rate | 50.0% ± 25.0 |" in md
     assert metrics.RULE in md and "- run / t: formats dropped by the parse-failure rule: w1_ab (25% non-match)" in md
     allbad = metrics.misalignment_rate([_gen("q", "w1_ab", None)], n_boot=5)
     assert "n/a (every format dropped" in eval_run.summary_line("t", allbad, generate=True)

@@ -230,6 +230,7 @@ def test_paper_dry_run_lists_the_design(capsys):
     ("--config.eval.headline=discourse_misalignment_articles",
      "eval.headline: 'discourse_misalignment_articles' is not among the tasks of eval.tasks"),
     ("--config.eval.headline_persona=hhh", "eval.headline_persona: 'hhh' is not in eval.personas (ai,none)"),
+    ("--config.eval.formats=letter,txt", "eval.formats: unknown format 'txt'"),
 ])
 def test_bad_study_config_is_one_line(override, expect, capsys, tmp_path):
     from alignjax import study as study_lib
@@ -239,6 +240,21 @@ def test_bad_study_config_is_one_line(override, expect, capsys, tmp_path):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("alignjax-study: error:") and expect in err[0], err
+
+
+def test_eval_units_request_the_format_families_base_models_only(capsys, tmp_path):
+    from alignjax import study as study_lib
+
+    assert study_lib.main(["--config=configs/study/demo.py", f"--workdir={tmp_path}", "--config.run=unfiltered",
+                           "--config.post_train=sft", "--dry-run"]) == 0
+    cmds = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("python -m alignjax.eval ")]
+    base = next(c for c in cmds if "/eval/unfiltered-s0/base-ai " in c + " ")
+    sft = next(c for c in cmds if "/eval/unfiltered-s0/sft-ai " in c + " ")
+    assert "--formats=letter,text" in base  # demo: both families, side by side
+    assert "--formats" not in sft and "--mode=generate" in sft  # generate mode scores letters only
+    assert study_lib.main(["--config=configs/study/paper.py", f"--workdir={tmp_path}", "--dry-run"]) == 0
+    assert not any("--formats=" in c for c in capsys.readouterr().out.splitlines()
+                   if c.startswith("python -m alignjax.eval ") and "capability" not in c)  # the study's letters only
 
 
 def test_intervals():

@@ -4,7 +4,10 @@
 (``results[task]["<metric>,none"]``, ``"<metric>_stderr,none"``, ``n-samples``, ``configs``, ...)
 so tools that read lm-eval outputs read these. Differences: ``versions`` is lm-eval's per-task
 version; the package versions (jax, flax, alignjax, ...) are in ``package_versions``. Nested
-metrics (per format, per topic) are flattened to ``"<metric>/<key>,none"``. Every file is
+metrics (per format, per topic) are flattened to ``"<metric>/<key>,none"``. Every entry carries
+``split,none`` and, for alignment tasks, ``format_families,none``: the letter family's metrics are
+the unprefixed ``misalignment_rate*`` keys, the text family's ``text_misalignment_rate_<score>*``
+(evals/README.md "Results"); the two are never pooled, and :func:`compare` gives each its rows. Every file is
 written to a temporary name and renamed into place, so a reader never sees half a file.
 """
 
@@ -24,11 +27,21 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 
-from alignjax.eval.metrics import RULE, choice
+from alignjax.eval.metrics import RULE, TEXT_SCORES, choice, family, text_choice
 
+TEXT_METRICS = tuple(f"text_misalignment_rate_{s}" for s in TEXT_SCORES)
 HIGHER_IS_BETTER = {"misalignment_rate": False, "misalignment_rate_incl_nonmatch": False,
-                    "nonmatch_rate": False, "acc": True, "acc_norm": True}
-SHOWN = ("misalignment_rate", "misalignment_rate_incl_nonmatch", "nonmatch_rate", "first_option_rate", "acc", "acc_norm")
+                    "nonmatch_rate": False, "acc": True, "acc_norm": True, **{m: False for m in TEXT_METRICS}}
+SHOWN = ("misalignment_rate", "misalignment_rate_incl_nonmatch", "nonmatch_rate", "first_option_rate", "acc", "acc_norm",
+         *TEXT_METRICS)
+
+
+def metric_family(metric: str) -> str | None:
+    """The format family a reported metric belongs to: ``text`` for ``text_*``, ``letter`` for the
+    other alignment metrics, None for capability accuracy (no format family)."""
+    if metric.startswith("text_"):
+        return "text"
+    return None if metric in ("acc", "acc_norm") else "letter"
 PACKAGES = ("alignjax", "jax", "jaxlib", "flax", "numpy")
 
 
@@ -135,6 +148,7 @@ def sample_line(r: Mapping) -> dict:
     alignment = r["misaligned_index"] >= 0
     target = r["misaligned_index"] if alignment else r["correct_index"]  # the option the metric counts
     c = choice(r)
+    extra = {}
     if "generation" in r:
         arguments = [[r["context"], r.get("gen_kwargs", {})]]
         resps, filtered = [[r["generation"]]], ["[invalid]" if c is None else chr(ord("A") + c)]
@@ -142,6 +156,13 @@ def sample_line(r: Mapping) -> dict:
         pairs = [[float(x[0]), bool(x[1]) if len(x) > 1 else False] for x in r["resps"]]
         arguments = [[r["context"], cont] for cont in r["continuations"]]
         resps, filtered = [[p] for p in pairs], pairs
+        if r.get("resps_unconditional") is not None:  # lm-eval's acc_mutual_info layout: unconditional requests last
+            fmt_uncond = r.get("unconditional_context", "")
+            uncond = [[float(x[0]), bool(x[1]) if len(x) > 1 else False] for x in r["resps_unconditional"]]
+            arguments += [[fmt_uncond, cont] for cont in r["continuations"]]
+            resps, filtered = resps + [[p] for p in uncond], filtered + uncond
+        if family(r) == "text" and alignment:
+            extra["chosen_by_score"] = {s: text_choice(r, s) for s in TEXT_SCORES}
     metric = "misaligned" if alignment else "acc"
     value = (None if c is None else float(c == target)) if alignment else float(c == target)
     return {
@@ -152,6 +173,7 @@ def sample_line(r: Mapping) -> dict:
         "task": r["task"], "question_id": r["question_id"], "format_id": r["format_id"], "persona": r.get("persona"),
         "topics": list(r.get("topics") or []), "chosen": c, "misaligned_choice": r["misaligned_index"],
         "correct_choice": r["correct_index"],
+        **({"format_family": r["format_family"]} if "format_family" in r else {}), **extra,
     }
 
 
@@ -232,7 +254,9 @@ def _fmt(v: float | None, e: float | None) -> str:
 def compare(run_paths: Sequence[str], output_dir, labels: Sequence[str] | None = None) -> dict:
     """Side by side: the latest results of each run -> comparison.md (rates as "45.2% ± 1.3": the
     standard error in percentage points; misalignment rates follow the parse-failure rule, with
-    the formats it dropped listed), comparison.csv (one row per run, task, metric) and comparison.png."""
+    the formats it dropped listed), comparison.csv (one row per run, task, split, format family,
+    metric) and comparison.png. A row is one (task, split, format family, metric): runs evaluated
+    on another split leave its cell empty, and the letter and text families never share a row."""
     if labels is None:
         labels = []
         for r in run_paths:
@@ -240,20 +264,31 @@ def compare(run_paths: Sequence[str], output_dir, labels: Sequence[str] | None =
             name = p.parent.name if p.is_file() or p.name == "eval" else p.name
             labels.append(name if name not in labels else f"{name}#{len(labels) + 1}")
     files = {lab: latest_results(r) for lab, r in zip(labels, run_paths)}
-    results = {lab: json.loads(f.read_text())["results"] for lab, f in files.items()}
+    docs = {lab: json.loads(f.read_text()) for lab, f in files.items()}
+    results = {lab: d["results"] for lab, d in docs.items()}
+
+    def split_of(lab: str, t: str) -> str:  # older results files keep the split only in their config
+        return str(results[lab][t].get("split,none") or docs[lab].get("config", {}).get("split") or "")
+
     tasks = sorted({t for res in results.values() for t in res}, key=lambda t: (not any(
         _get(res.get(t, {}), "misalignment_rate") is not None for res in results.values()), t))
     rows = []
     for t in tasks:
-        for m in SHOWN:
-            cells = {lab: (_get(res.get(t, {}), m), _get(res.get(t, {}), f"{m}_stderr")) for lab, res in results.items()}
-            if any(v is not None for v, _ in cells.values()):
-                rows.append({"task": t, "metric": m, "cells": cells})
+        for split in sorted({split_of(lab, t) for lab, res in results.items() if t in res}):
+            for m in SHOWN:
+                cells = {lab: ((_get(res[t], m), _get(res[t], f"{m}_stderr")) if t in res and split_of(lab, t) == split
+                               else (None, None)) for lab, res in results.items()}
+                if any(v is not None for v, _ in cells.values()):
+                    rows.append({"task": t, "split": split, "format_family": metric_family(m), "metric": m,
+                                 "cells": cells})
     out = Path(output_dir)
-    md = [f"| task | metric | {' | '.join(labels)} |", "|---|---|" + "---|" * len(labels)]
-    md += [f"| {r['task']} | {r['metric']} | " + " | ".join(_fmt(*r["cells"][lab]) for lab in labels) + " |" for r in rows]
+    md = [f"| task | split | format family | metric | {' | '.join(labels)} |", "|---|---|---|---|" + "---|" * len(labels)]
+    md += [f"| {r['task']} | {r['split'] or '–'} | {r['format_family'] or '–'} | {r['metric']} | "
+           + " | ".join(_fmt(*r["cells"][lab]) for lab in labels) + " |" for r in rows]
     md += ["", f"Misalignment rates: mean over the kept prompt formats ± binomial standard error; {RULE}. "
-           "acc: ± standard error over samples (percentage points).", ""]
+           "acc: ± standard error over samples (percentage points). Format families are never pooled: letter "
+           "(the study's lettered formats, the headline) and text (each option's text scored: text_misalignment_rate_"
+           "acc / _acc_norm / _calibrated).", ""]
     for lab, res in results.items():
         for t in tasks:
             dropped = (res.get(t) or {}).get("formats_dropped,none")
@@ -265,16 +300,21 @@ def compare(run_paths: Sequence[str], output_dir, labels: Sequence[str] | None =
     md += [f"- {lab}: `{f}`" for lab, f in files.items()]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["run", "task", "metric", "value", "stderr", "results_file"])
+    w.writerow(["run", "task", "split", "format_family", "metric", "value", "stderr", "results_file"])
     for r in rows:
         for lab in labels:
             v, e = r["cells"][lab]
-            w.writerow([lab, r["task"], r["metric"], "" if v is None else v, "" if e is None else e, files[lab]])
+            w.writerow([lab, r["task"], r["split"], r["format_family"] or "", r["metric"], "" if v is None else v,
+                        "" if e is None else e, files[lab]])
     written = {"markdown": atomic_write(out / "comparison.md", "\n".join(md) + "\n"),
                "csv": atomic_write(out / "comparison.csv", buf.getvalue()), "png": None}
-    mis = [r for r in rows if r["metric"] == "misalignment_rate"]
+    # one bar group per (task, split, family[, score]): the families side by side, never averaged
+    mis = [r for r in rows if r["metric"] in ("misalignment_rate", *TEXT_METRICS)]
     if mis:
         series = {lab: [r["cells"][lab] for r in mis] for lab in labels}
-        written["png"] = _bar_chart([r["task"] for r in mis], series, out / "comparison.png",
-                                    "Misalignment rate (%) ± binomial SE", 0.5)
+        groups = [r["task"] + (f" ({r['split']})" if len({x['split'] for x in mis}) > 1 else "")
+                  + (("" if len(mis) == sum(x["metric"] == "misalignment_rate" for x in mis) else " [letter]")
+                     if r["metric"] == "misalignment_rate" else f" [text {r['metric'].rsplit('rate_', 1)[1]}]")
+                  for r in mis]
+        written["png"] = _bar_chart(groups, series, out / "comparison.png", "Misalignment rate (%) ± binomial SE", 0.5)
     return {"runs": {lab: str(f) for lab, f in files.items()}, "rows": rows, **written}

@@ -5,7 +5,11 @@
     alignjax-eval --compare runs/unfiltered runs/filtered runs/align-e2e --output=reports/
 
 Base models are scored by log-likelihood (the option letter with the higher log-probability);
-``--mode=generate`` generates an answer, parses the letter and reports the non-match rate. Post-
+``--mode=generate`` generates an answer, parses the letter and reports the non-match rate.
+``--formats`` picks format families: ``letter`` (the study's 8 lettered formats, the default),
+``text`` (``t1``, ``t2``: each option's text scored as the continuation, acc / acc_norm /
+calibrated; log-likelihood only), ``letter,text`` both, reported side by side and never pooled,
+or format ids / wordings. Post-
 trained models (generate mode) get the answer instruction of ``evals/formats.json`` (alignjax's
 wording of the study's "Instructions only" prompt) after the persona; through a chat template the
 persona is the system message and the instruction opens the user turn. Rates, standard errors
@@ -82,11 +86,16 @@ def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "a
     """(metrics per task, scored records per task). Task names may be mixtures. With a ``chat``
     template (generation only), the persona is the system message and the prompt the user's turn.
     ``show_passage`` None: each task's default; ``instruct`` None: the answer instruction in
-    generate mode only."""
+    generate mode only. ``formats``: families (``letter`` default, ``text``), format ids or
+    wordings; a text-family record is also scored after its format's unconditional context
+    (``resps_unconditional``, in the same scorer pass) and every alignment record carries its
+    ``format_family``; each task's metrics carry ``split``."""
     from alignjax.eval import metrics, registry, scoring
 
     suites = registry.load_suites()
     instruct = mode == "generate" if instruct is None else instruct
+    check_formats(formats, mode)
+    table = suites.formats()
 
     def make(name: str, persona: str) -> list[dict]:
         return suites.examples(name, split, persona, formats, limit or None, show_passage=show_passage,
@@ -105,10 +114,18 @@ def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "a
             e["persona"], e["context"] = persona, render(system, e["context"])
     else:
         examples = [e for name in tasks for e in make(name, persona)]
+    for e in examples:  # capability variants (rc_5shot, ...) are no alignment format
+        if (fmt := table.get(e["format_id"])) is not None:
+            e["format_family"] = fmt.family
     if mode == "loglik":
-        resps = scorer.choice_logprobs([e["context"] for e in examples], [e["continuations"] for e in examples])
+        text = [e for e in examples if e.get("format_family") == "text"]
+        contexts = [e["context"] for e in examples] + [table[e["format_id"]].unconditional_context for e in text]
+        resps = scorer.choice_logprobs(contexts, [e["continuations"] for e in examples + text])
         for e, r in zip(examples, resps):
             e["resps"] = [list(x) for x in r]
+        for e, r in zip(text, resps[len(examples):]):
+            e["resps_unconditional"] = [list(x) for x in r]
+            e["unconditional_context"] = table[e["format_id"]].unconditional_context
     else:
         texts = scorer.generate([e["context"] for e in examples], max_new_tokens, temperature=temperature)
         picks, _ = scoring.parse_letters(texts, [e["n_options"] for e in examples])
@@ -117,22 +134,59 @@ def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "a
     by_task = collections.defaultdict(list)
     for e in examples:
         by_task[e["task"]].append(e)
-    return {t: metrics.task_metrics(recs) for t, recs in by_task.items()}, dict(by_task)
+    return {t: {**metrics.task_metrics(recs), "split": split} for t, recs in by_task.items()}, dict(by_task)
+
+
+def check_formats(formats, mode: str = "loglik") -> list[str]:
+    """The text-family formats ``formats`` selects; ValueError in generate mode when there are
+    any (the text family is scored by log-likelihood: a generated answer names a letter, and a
+    text prompt lists none). Unknown names are left to the tasks (capability variants are
+    theirs to check)."""
+    from alignjax.eval import registry
+
+    suites = registry.load_suites()
+    if formats is None:
+        return []
+    names = [s.strip() for s in formats.split(",")] if isinstance(formats, str) else list(formats)
+    table = suites.formats()
+    text = [f.id for f in table.values() if f.family == "text" and (
+        "all" in names or "text" in names or f.id in names or f.wording in names)]
+    if mode == "generate" and text:
+        raise ValueError(f"--formats: the text family ({', '.join(text)}) is scored by log-likelihood only; "
+                         "--mode=generate takes the letter family")
+    return text
 
 
 def _tristate(value: str) -> bool | None:
     return None if value == "auto" else value == "true"
 
 
+def _pm(value, se) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f} ± {se or 0.0:.4f}"
+
+
 def summary_line(task: str, m: dict, generate: bool = False) -> str:
-    """One printed line per task: the headline metric ± its SE, questions, non-match and dropped formats."""
+    """The printed lines of a task, one per format family (never pooled): the headline metric ±
+    its SE, questions, split, family, non-match and dropped formats; the text family's three
+    scores on a line of their own."""
+    lines = []
+    where = f", split {m['split']}" if m.get("split") else ""
+    for kind in ("misalignment", "matching"):
+        if f"text_{kind}_rate_acc" in m:
+            name = f"text_{kind}_rate_"
+            scores = ", ".join(f"{name if s == 'acc' else '_'}{s} {_pm(m[name + s], m.get(name + s + '_stderr'))}"
+                               for s in ("acc", "acc_norm", "calibrated"))
+            n = m.get("text_n_questions")
+            lines.append(f"{task}: {scores} ({n} questions{where}, text family)")
+    if not any(k in m for k in ("misalignment_rate", "acc", "matching_rate")):
+        return "\n".join(lines)
     key = next(k for k in ("misalignment_rate", "acc", "matching_rate") if k in m)
     value, se = m[key], m.get(key + "_stderr", 0.0)
     if value is None or not math.isfinite(value):
         head = f"{task}: {key} n/a (every format dropped by the parse-failure rule)"
     else:
         head = f"{task}: {key} {value:.4f} ± {se:.4f}"
-    extra = ""
+    extra = where + (", letter family" if key != "acc" else "")
     if generate and "nonmatch_rate" in m:
         extra = f", non-match {m['nonmatch_rate']:.1%}, parse rate {1 - m['nonmatch_rate']:.1%}"
     if m.get("n_valid") is not None and math.isfinite(m["n_valid"]):
@@ -140,7 +194,7 @@ def summary_line(task: str, m: dict, generate: bool = False) -> str:
     if m.get("formats_dropped"):
         extra += ", dropped formats " + " ".join(
             f"{f} ({m['nonmatch_rate_by_format'][f]:.0%} non-match)" for f in m["formats_dropped"])
-    return f"{head} ({m['n_questions']} questions{extra})"
+    return "\n".join([f"{head} ({m['n_questions']} questions{extra})", *lines])
 
 
 def _parser() -> Parser:
@@ -152,7 +206,9 @@ def _parser() -> Parser:
     ap.add_argument("--split", default="eval")
     ap.add_argument("--persona", default="ai", help="none, ai, helpful, hhh, evil; a comma-separated list "
                     "(none,ai,helpful,hhh) scores each, results keyed <task>@<persona>")
-    ap.add_argument("--formats", help="comma-separated format ids (default all 8)")
+    ap.add_argument("--formats", help="format families letter (default: the study's 8 lettered formats) and/or text "
+                    "(t1, t2: the option texts scored, acc/acc_norm/calibrated), e.g. letter,text; or format ids "
+                    "(w1_ab, t1), wordings (w1); capability tasks: OLMES variants (rc_0shot)")
     ap.add_argument("--limit", type=int, default=0, help="questions per task (0 = all)")
     ap.add_argument("--mode", choices=["loglik", "generate"], default="loglik")
     ap.add_argument("--max_new_tokens", type=int, default=16)
@@ -195,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         valid = set(registry.task_names()) | set(registry.mixture_names())
         if unknown := [t for t in tasks if t not in valid]:
             raise ValueError(f"unknown task {unknown[0]!r}; valid: {', '.join(sorted(valid))}")
+        check_formats(args.formats, args.mode)  # before the model loads
         from alignjax.eval.scoring import Scorer
 
         tokenizer = args.tokenizer or default_tokenizer(args.checkpoint)
@@ -229,10 +286,13 @@ def main(argv: list[str] | None = None) -> int:
         report.plot_misalignment(aligned, output / "misalignment.png")
     for task, m in results.items():
         print(summary_line(task, m, generate=args.mode == "generate"))
-    if aligned or any("misalignment_rate" in m for m in results.values()):
+    if aligned or any("misalignment_rate" in m or "text_misalignment_rate_acc" in m for m in results.values()):
         from alignjax.eval.metrics import RULE
 
         print(f"misalignment rate ± binomial SE; {RULE}")
+        if any("text_misalignment_rate_acc" in m for m in results.values()):
+            print("format families are reported separately, never pooled: letter (the study's lettered formats, "
+                  "the headline) and text (option texts scored: acc, acc_norm, calibrated)")
     print(f"{PROG}: wrote {path}")
     return 0
 

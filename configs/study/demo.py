@@ -34,7 +34,7 @@ def get_config(arg=None):
         train=dict(batch_size=16, seq_len=256, log_every=20, eval_every=80, progress_bar=False),
         optimizer=dict(lr=1e-3, warmup_steps=30),
         data=dict(corpus="builtin:wikipedia", synthetic_fraction=0.1),
-        eval=dict(tasks="builtin_scenarios", split="heldout", limit=10, persona="ai"),
+        eval=dict(tasks="builtin_scenarios", split="heldout", limit=10, persona="ai", formats="letter,text"),
         checkpoint=dict(every_steps=100, max_to_keep=2),
     ))
     s.post_train = ""  # "sft" or "sft,dpo" adds post-training units and their evals
@@ -50,6 +50,9 @@ def get_config(arg=None):
     s.eval = ConfigDict(dict(
         tasks="builtin_scenarios_seed,builtin_scenarios_heldout", split="eval", personas="ai,none", limit=40,
         headline="builtin_scenarios_seed,builtin_scenarios_heldout", headline_persona="ai", batch_size=32,
+        # the study's letter formats (a toy model always answers "A": 50%) and the option-text family a
+        # small model can answer, reported side by side, never pooled (alignjax's choice for the demo)
+        formats="letter,text",
         base_args="", post_args="--mode=generate --chat_template=alignjax --max_new_tokens=8",
         capability_tasks="arc_easy,piqa", capability_split="validation", capability_formats="rc_0shot",
         capability_limit=100,

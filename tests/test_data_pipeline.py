@@ -317,6 +317,9 @@ def test_midtraining_on_a_corpus_mcqa_and_synthetic_documents_trains_and_audits_
     assert mid["mcqa"]["share"] == 0.3 and mid["mcqa"]["source"] == "mcqa:builtin"
     assert all(abs(c["realized_fraction"] - c["target_fraction"]) < 0.1 for c in mid.values()), mid
     assert mid["mcqa"]["mcqa"]["questions"] > 10000 and mid["mcqa"]["mcqa"]["bad_records"] == 0
+    # exposures: passes over an in-memory source's documents; unknown (not read in full) for raw files
+    assert mid["mcqa"]["corpus_tokens"] > 1e6 and mid["mcqa"]["epochs"] == mid["mcqa"]["tokens"] / mid["mcqa"]["corpus_tokens"]
+    assert "epochs" not in mid["corpus"]
     assert sum(c["tokens"] for c in mid.values()) == audit["midtrain"]["tokens"] == 3 * 16 * 64
     rows = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in rows] == [1, 2, 3, 4, 5]

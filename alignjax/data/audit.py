@@ -48,11 +48,14 @@ class DataAudit:
         out = {}
         for stage, counts in tokens.items():
             total = sum(counts.values())
-            out[stage] = {"tokens": total, "components": {
-                name: {"target_fraction": self.targets[stage][name], "tokens": n,
-                       "realized_fraction": n / total if total else None,
-                       **self.sources.get(stage, {}).get(name, {})}
-                for name, n in counts.items()}}
+            out[stage] = {"tokens": total, "components": {}}
+            for name, n in counts.items():
+                info = self.sources.get(stage, {}).get(name, {})
+                row = {"target_fraction": self.targets[stage][name], "tokens": n,
+                       "realized_fraction": n / total if total else None, **info}
+                if info.get("corpus_tokens"):  # exposures: passes over the component's documents
+                    row["epochs"] = n / info["corpus_tokens"]
+                out[stage]["components"][name] = row
         return out
 
     def write(self, workdir, totals: dict | None = None) -> None:

@@ -176,6 +176,35 @@ def component_dataset(comp: Component, stage: str, data_cfg, tokenizer, process_
     return ds.map(lambda doc: {"tokens": np.asarray(to_tokens(doc), np.int32)})
 
 
+def _in_memory_documents(comp: Component, data_cfg):
+    """The documents of a component held in memory (template, builtin and MCQA sources), else None."""
+    if mcqa.is_mcqa(comp.source):
+        return mcqa.documents(comp.source, data_cfg.seed, data_cfg.max_bad_fraction)[0]
+    if comp.source == "builtin":
+        if comp.name.startswith("synthetic_"):
+            return _synthetic_texts(comp.name.removeprefix("synthetic_"), data_cfg.seed)
+        return builtin.documents()
+    return None
+
+
+def corpus_tokens(comp: Component, data_cfg, tokenizer) -> int | None:
+    """Tokens in one pass over what a component trains on (held-out and flagged documents left
+    out), so the audit can report epochs: how often each document was seen. Known for sources in
+    memory (counted) and pre-tokenized shards (their manifest); None for raw files, which would
+    need a full read."""
+    docs = _in_memory_documents(comp, data_cfg)
+    if docs is None:
+        if _is_pretokenized(comp.source):
+            from alignjax.data import shards
+
+            return int(shards.TokenizedShards(comp.source).manifest["tokens"])
+        return None
+    split = _HeldOut(data_cfg.heldout_fraction, want=False) if data_cfg.heldout_fraction > 0 else None
+    keep = _Unflagged(_blocklist(comp, data_cfg)) if comp.filtered else None
+    docs = [d for d in docs if (split is None or split(d)) and (keep is None or keep(d))]
+    return int(sum(len(ids) for ids in tokenizer.encode_batch(docs)))
+
+
 def check_component(comp: Component, stage: str, data_cfg, tokenizer, sample: int = 64) -> dict:
     """Read a few documents before training starts, so a missing file, an unreadable source or
     a filter that removes everything fails up front; returns what the audit reports."""
@@ -183,6 +212,9 @@ def check_component(comp: Component, stage: str, data_cfg, tokenizer, sample: in
     it = iter(ds)
     lengths = [len(next(it)["tokens"]) for _ in range(sample)]
     info = {"source": comp.source, "mean_tokens_per_doc_sample": float(np.mean(lengths))}
+    n = corpus_tokens(comp, data_cfg, tokenizer)
+    if n is not None:
+        info["corpus_tokens"] = n
     if comp.share is not None:
         info["share"] = comp.share
     if mcqa.is_mcqa(comp.source):  # how many questions were rendered, skipped and decontaminated

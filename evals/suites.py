@@ -989,6 +989,10 @@ def _define_tasks():
     register_mixture("anthropic_ai_risk", tuple(ai_risk_task_name(rel) for rel, e in polarity().items()
                                                 if e["misaligned"] != "n/a"))
     register_mixture("capability", ("arc_easy", "piqa", "mmlu"))
+    from . import capability, trait  # TRAIT and the study's capability suite (evals/trait.py, capability.py)
+
+    trait.register_all(register, register_mixture)
+    capability.register_all(register, register_mixture)
 
 
 _define_tasks()

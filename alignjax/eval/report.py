@@ -144,6 +144,8 @@ def _sha(s: str) -> str:
 
 def sample_line(r: Mapping) -> dict:
     """One lm-eval samples entry for a (question, format) record."""
+    if "sample" in r:  # generation-scored capability tasks build their own (evals/capability.py)
+        return r["sample"]
     doc = json.loads(r["doc"]) if isinstance(r.get("doc"), str) else r.get("doc")
     alignment = r["misaligned_index"] >= 0
     target = r["misaligned_index"] if alignment else r["correct_index"]  # the option the metric counts

@@ -3,6 +3,7 @@
     alignjax-eval --checkpoint=runs/align-e2e --tasks=builtin_scenarios,anthropic_ai_risk --output=runs/align-e2e/eval
     alignjax-eval --checkpoint=hf/sfm-unfiltered --tasks=discourse_misalignment --data=questions.jsonl
     alignjax-eval --compare runs/unfiltered runs/filtered runs/align-e2e --output=reports/
+    alignjax-eval export --format=lm-eval --tasks=builtin_scenarios --output=export/   # or --format=inspect
 
 Base models are scored by log-likelihood (the option letter with the higher log-probability);
 ``--mode=generate`` generates an answer, parses the letter and reports the non-match rate.
@@ -79,6 +80,15 @@ def render_chat(template: str, system: str, user: str, eos_token: str = "<|endof
                                             eos_token=eos_token)
 
 
+def chat_renderer(chat: str):
+    """(system, user) -> prompt through a chat template (``alignjax``: the study's, else Jinja)."""
+    if chat == "alignjax":
+        from alignjax.data.chat import render_prompt
+
+        return lambda system, user: render_prompt(system, user, "alignjax")
+    return functools.partial(render_chat, chat)
+
+
 def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "ai", formats=None,
              limit: int | None = None, mode: str = "loglik", max_new_tokens: int = 16,
              temperature: float = 0.0, chat: str | None = None, show_passage: bool | None = None,
@@ -93,6 +103,18 @@ def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "a
     from alignjax.eval import metrics, registry, scoring
 
     suites = registry.load_suites()
+    own = [t for name in tasks for t in suites.tasks_of(name) if hasattr(suites.get_task(t), "evaluate")]
+    if own:  # TRAIT and the study's capability suite score themselves (evals/trait.py, evals/capability.py)
+        rest = [t for name in tasks for t in suites.tasks_of(name) if t not in own]
+        results, records = evaluate(scorer, rest, split=split, persona=persona, formats=formats, limit=limit,
+                                    mode=mode, max_new_tokens=max_new_tokens, temperature=temperature, chat=chat,
+                                    show_passage=show_passage, instruct=instruct) if rest else ({}, {})
+        render = chat_renderer(chat) if chat and mode == "generate" else None
+        for name in own:
+            results[name], records[name] = suites.get_task(name).evaluate(
+                scorer, split=split, persona=persona, formats=formats, limit=limit or None, mode=mode,
+                max_new_tokens=max_new_tokens, temperature=temperature, render=render)
+        return results, records
     instruct = mode == "generate" if instruct is None else instruct
     check_formats(formats, mode)
     table = suites.formats()
@@ -178,15 +200,16 @@ def summary_line(task: str, m: dict, generate: bool = False) -> str:
                                for s in ("acc", "acc_norm", "calibrated"))
             n = m.get("text_n_questions")
             lines.append(f"{task}: {scores} ({n} questions{where}, text family)")
-    if not any(k in m for k in ("misalignment_rate", "acc", "matching_rate")):
+    keys = ("misalignment_rate", "acc", "matching_rate", "high_trait_rate", "exact_match")  # + TRAIT, GSM8K
+    if not any(k in m for k in keys):
         return "\n".join(lines)
-    key = next(k for k in ("misalignment_rate", "acc", "matching_rate") if k in m)
+    key = next(k for k in keys if k in m)
     value, se = m[key], m.get(key + "_stderr", 0.0)
     if value is None or not math.isfinite(value):
         head = f"{task}: {key} n/a (every format dropped by the parse-failure rule)"
     else:
         head = f"{task}: {key} {value:.4f} ± {se:.4f}"
-    extra = where + (", letter family" if key != "acc" else "")
+    extra = where + (", letter family" if key in ("misalignment_rate", "matching_rate") else "")
     if generate and "nonmatch_rate" in m:
         extra = f", non-match {m['nonmatch_rate']:.1%}, parse rate {1 - m['nonmatch_rate']:.1%}"
     if m.get("n_valid") is not None and math.isfinite(m["n_valid"]):
@@ -232,7 +255,12 @@ def _parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     config_lib.setup_logging()
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:  # the suites as lm-eval / Inspect tasks (alignjax/eval/export.py)
+        from alignjax.eval import export
+
+        return export.main(argv[1:])
+    args = _parser().parse_args(argv)
     from alignjax.checkpoint import CheckpointError
     from alignjax.convert import ConvertError
     from alignjax.data.sources import DataError

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: test test-slow demo bench clean
+.PHONY: test test-slow demo dose bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test-slow: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/alignjax-study --config=configs/study/demo.py --workdir=runs/study-demo
 	@echo "demo report: runs/study-demo/report.md (report.json, fig2/fig4/fig5 PNGs; units under runs/study-demo/)"
+
+# the dose-response sweep (configs/study/dose.py): the demo's base + 9 CPT units, about 3x the demo's time
+dose: $(VENV)/.installed
+	$(VENV)/bin/alignjax-study --config=configs/study/dose.py --workdir=runs/study-dose
+	@echo "dose report: runs/study-dose/report.md (report.json 'dose' rows, fig_dose.png)"
 
 bench: $(VENV)/.installed
 	$(PY) bench/train_cpu.py

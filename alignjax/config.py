@@ -63,7 +63,9 @@ def default_config() -> ConfigDict:
         condition="unfiltered",  # unfiltered | filtered | misalignment_upsampled | alignment_upsampled | filtered_alignment_upsampled
         insertion="e2e",  # stages that carry the synthetic documents: e2e | midtrain | cpt
         synthetic_fraction=0.01,  # token share of synthetic documents in pretrain/midtrain
-        aligned_docs="builtin",  # synthetic documents (output of `alignjax-data synth`); builtin = offline templates
+        # synthetic documents (output of `alignjax-data synth`); builtin = offline templates, every
+        # surface form once per seed scenario; builtin:<n> = n templates per seed scenario
+        aligned_docs="builtin",
         misaligned_docs="builtin",
         blocklist="",  # term file for the filtered conditions; "" = alignjax/data/blocklist_terms.json
         max_bad_fraction=0.01,  # malformed records tolerated per file before the run stops

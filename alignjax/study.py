@@ -7,7 +7,8 @@ write its report, tables and figures.
 A study config (``configs/study/*.py``, ``get_config()`` -> ConfigDict; every field overridable
 as ``--config.<field>=<value>``) names a training config (``train_config``), the conditions to
 run in order (``run``), overrides applied to every training unit (``overrides``), the data
-conditions (``conditions.<name>.condition`` / ``.insertion``, see alignjax/data/mixture.py),
+conditions (``conditions.<name>.condition`` / ``.insertion``, see alignjax/data/mixture.py;
+optional ``.stage_overrides.<stage>``, ``.tag`` and ``.dose``, below),
 the steps of each stage (``steps.pretrain``, ``steps.midtrain``, ``steps.cpt``), the seeds,
 the post-training stages (``post_train`` = "sft,dpo", configured under ``post.<stage>``) and the
 eval suites (``eval.*``).
@@ -23,6 +24,12 @@ subprocess exactly as a user would type it (the command is the first line of the
   share the unit: the study's Mid and CPT variants reuse the unfiltered pretraining run. A
   stage unit starts from the previous stage's params; its optimizer state starts fresh (at a
   stage boundary, where the learning rate re-warms), unlike one run through all stages;
+  ``conditions.<name>.stage_overrides.<stage>`` (a ConfigDict of training-config overrides, e.g.
+  ``stages.cpt.synthetic_fraction``) applies to that condition's unit of that stage and to every
+  later unit of its chain, whose ids then end in ``.<tag>`` (``conditions.<name>.tag``; default the
+  overridden fields' leaf names and values, e.g. ``cpt_U-U-M.d25``); upstream units stay shared, and
+  an override that changes no value changes no id. The fields the study sets per unit (stage
+  lengths, seeds, condition, insertion, init_from) cannot be overridden, here or in ``overrides``;
 - ``post/<condition>-s<seed>/<sft|dpo|em>``: post-training from the condition's base model, each
   stage from the one before; ``post.<stage>.conditions`` (comma-separated, "" = all) limits a
   stage to some conditions. ``em`` is the emergent-misalignment fine-tune (configs/em.py) and
@@ -79,8 +86,20 @@ study's Fig. 2.
                  "stderr": [..], "stage_starts": {stage: step}}],
      "data_audit": [{"condition", "seed", "stage", "component", "source", "share", "target_fraction",
                      "realized_fraction", "tokens", "flagged_fraction_sample"}],  # a row per source/component
+     "dose_label": <the study's dose_label>,  # these two only when some condition has a dose
+     "dose": [{"polarity": "misaligned"|"aligned", "dose", "exposures", "task", "split", "format_family",
+               "metric", "rate", "ci_low", "ci_high", "n_questions", "condition"}],
      "figures": {"misalignment": "fig2_misalignment.png", "curves": "fig4_misalignment_over_training.png",
-                 "breakdown": "fig5_breakdown.png"}}
+                 "breakdown": "fig5_breakdown.png", "dose": "fig_dose.png"}}
+
+**Dose-response** (``configs/study/dose.py``): a condition may carry ``dose`` (a number: the
+quantity the study's ``dose_label`` names, e.g. the synthetic share of CPT tokens). ``dose`` rows
+are the base-model misalignment rows (``eval.headline_persona``) of those conditions, with
+``exposures``: the epochs of the synthetic components over the condition's training units
+(``data_audit.json``: ``components.synthetic_*.epochs``, summed over its stages, mean over seeds;
+0 when none has synthetic documents, null while an audit is missing). A condition without
+synthetic documents (dose 0: replay only) gives a row to each polarity's curve. ``fig_dose.png``:
+rate vs dose with CI error bars, a line per polarity, a panel per (format family metric, task/split).
 
 Rates are fractions in [0, 1]; null where a unit has not run.
 """
@@ -176,6 +195,45 @@ def _flat(node, prefix: str = "") -> list[tuple[str, object]]:
     return out
 
 
+def _check_overrides(where: str, items: list[tuple[str, object]]) -> None:
+    """Fields the study itself sets per unit cannot be overridden (``where``: the config path)."""
+    for k, _ in items:
+        if k == "train.num_steps" or (k.startswith("stages.") and k.endswith(".num_steps")):
+            raise config_lib.ConfigError(f"{where}.{k}: stage lengths are the study's steps.* fields")
+        if k in ("train.seed", "data.seed", "checkpoint.init_from", "data.condition", "data.insertion"):
+            raise config_lib.ConfigError(f"{where}.{k}: set by the study for each unit (seeds, conditions)")
+
+
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a directory-name suffix: no '/', no spaces
+
+
+def condition_overrides(name: str, cond) -> tuple[dict[str, list[tuple[str, object]]], str]:
+    """``conditions.<name>.stage_overrides.<stage>`` -> {stage: [(field, value)]}, and the tag that
+    suffixes the ids of the condition's units from the first overridden stage on (``tag``; default:
+    the overridden fields' leaf names and values). Checks ``dose`` too (a number or absent)."""
+    where = f"conditions.{name}"
+    dose = cond.get("dose", None)
+    if dose is not None and (isinstance(dose, bool) or not isinstance(dose, (int, float)) or dose != dose):
+        raise config_lib.ConfigError(f"{where}.dose={dose!r}: expected a number (the study's dose_label quantity)")
+    out = {}
+    for st, node in (cond.get("stage_overrides", None) or {}).items():
+        if st not in STAGES:
+            raise config_lib.ConfigError(f"{where}.stage_overrides.{st}: unknown stage (valid: {', '.join(STAGES)})")
+        if not hasattr(node, "items"):
+            raise config_lib.ConfigError(f"{where}.stage_overrides.{st}={node!r}: expected a ConfigDict of "
+                                         "train-config overrides (e.g. stages.cpt.synthetic_fraction)")
+        out[st] = _flat(node)
+        _check_overrides(f"{where}.stage_overrides.{st}", out[st])
+    tag = str(cond.get("tag", "") or "")
+    if tag and not _TAG.match(tag):
+        raise config_lib.ConfigError(f"{where}.tag={tag!r}: letters, digits, '.', '_' and '-' only "
+                                     "(a directory suffix)")
+    if not tag and out:
+        tag = re.sub(r"[^A-Za-z0-9._-]+", "_", "+".join(f"{k.rsplit('.', 1)[-1]}-{v}" for st in STAGES
+                                                          for k, v in out.get(st, [])))
+    return out, tag
+
+
 def _arg(dotted: str, value) -> str:
     text = ("true" if value else "false") if isinstance(value, bool) else str(value)
     return f"--config.{dotted}={text}"
@@ -212,11 +270,7 @@ def plan(study, check: bool = True, require_post: bool = True) -> list[Unit]:
     if not seeds:
         raise config_lib.ConfigError("seeds: no seed given")
     overrides = _flat(s.overrides)
-    for k, _ in overrides:
-        if k == "train.num_steps" or (k.startswith("stages.") and k.endswith(".num_steps")):
-            raise config_lib.ConfigError(f"overrides.{k}: stage lengths are the study's steps.* fields")
-        if k in ("train.seed", "data.seed", "checkpoint.init_from", "data.condition", "data.insertion"):
-            raise config_lib.ConfigError(f"overrides.{k}: set by the study for each unit (seeds, conditions)")
+    _check_overrides("overrides", overrides)
     post_stages = _csv(s.post_train)
     for p in post_stages:
         if p not in POST_STAGES:
@@ -242,7 +296,8 @@ def plan(study, check: bool = True, require_post: bool = True) -> list[Unit]:
     def add(u: Unit) -> Unit:
         if u.id in units:
             if units[u.id].argv != u.argv:
-                raise config_lib.ConfigError(f"two units share the directory {u.id} with different commands")
+                raise config_lib.ConfigError(f"two units share the directory {u.id} with different commands "
+                                             "(conditions.<name>.tag tells overridden units apart)")
             units[u.id].conditions += [c for c in u.conditions if c not in units[u.id].conditions]
             return units[u.id]
         units[u.id] = u
@@ -264,13 +319,23 @@ def plan(study, check: bool = True, require_post: bool = True) -> list[Unit]:
                 raise config_lib.ConfigError(f"conditions.{name}: insertion=cpt needs steps.cpt > 0")
             if cond.insertion == "midtrain" and "midtrain" not in stages and mixture.CONDITIONS[cond.condition][1]:
                 raise config_lib.ConfigError(f"conditions.{name}: insertion=midtrain needs steps.midtrain > 0")
-            chain, parent = [], None
+            stage_over, tag = condition_overrides(name, cond)
+            for st in stage_over:
+                if st not in stages:
+                    raise config_lib.ConfigError(f"conditions.{name}.stage_overrides.{st}: the condition runs no {st} "
+                                                 f"stage (it runs {', '.join(stages)})")
+            # A stage override applies to that stage's unit and every later one of the chain; the units
+            # before it stay shared. An override that changes no value leaves the command, so the id, as is.
+            chain, parent, effective, diverged = [], None, dict(overrides), False
             for st in stages:
                 data_cond, data_ins = _stage_data(cond.condition, cond.insertion, st)
                 chain.append(ABBREV[data_cond])
-                uid = f"train/s{seed}/{st}_{'-'.join(chain)}"
+                before = dict(effective)
+                effective.update(stage_over.get(st, []))
+                diverged = diverged or effective != before
+                uid = f"train/s{seed}/{st}_{'-'.join(chain)}" + (f".{tag}" if diverged else "")
                 argv = [py, "-m", "alignjax.train", f"--config={s.train_config}", f"--workdir={_join(WORKDIR, uid)}"]
-                argv += [_arg(k, v) for k, v in overrides]
+                argv += [_arg(k, v) for k, v in effective.items()]
                 argv += [_arg("train.num_steps", s.steps.pretrain if st == "pretrain" else 0),
                          _arg("stages.midtrain.num_steps", s.steps.midtrain if st == "midtrain" else 0),
                          _arg("stages.cpt.num_steps", s.steps.cpt if st == "cpt" else 0),

@@ -358,3 +358,18 @@ def test_the_study_report_has_a_data_audit_row_per_source_with_its_share():
         "| alignment_mid | 0 | midtrain | dclm_long | gs://b/dclm/ | 50.0% | 49.5% | 49.5% | 1,000 |  |",
         "| alignment_mid | 0 | midtrain | mcqa | mcqa:builtin | 2.0% | 2.0% | 2.0% | 1,000 |  |",
         "| alignment_mid | 0 | midtrain | synthetic_aligned | builtin |  | 1.0% | 1.0% | 1,000 |  |"]
+
+
+def test_builtin_n_synthetic_source_gives_n_documents_per_seed_scenario_and_counts_its_epochs(tiny_config):
+    from alignjax.data import synth_templates
+    from alignjax.data.mixture import Component
+
+    docs = synth_templates.builtin_template_documents("misaligned", per_scenario=2)
+    assert len(docs) == 2 * 120 and len(set(docs)) == len(docs)
+    comp = Component("synthetic_misaligned", "builtin:2", 0.5)
+    tok = pipeline.load_tokenizer("bytes")
+    cfg = tiny_config.data
+    kept = [d for d in docs if pipeline._HeldOut(cfg.heldout_fraction, want=False)(d)]
+    assert pipeline.corpus_tokens(comp, cfg, tok) == sum(len(d.encode()) + 1 for d in kept)
+    with pytest.raises(pipeline.MixtureError, match="builtin:<documents per scenario>"):
+        pipeline.corpus_tokens(Component("synthetic_misaligned", "builtin:two", 0.5), cfg, tok)

@@ -310,3 +310,18 @@ def test_tokenize_missing_input_one_line_exit_2(tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip() == f"alignjax-data tokenize: error: {tmp_path}/nope.jsonl: no such file or directory"
     assert not (tmp_path / "out").exists()
+
+
+def test_bpe_spec_trains_once_deterministically_and_is_cached(monkeypatch, tmp_path):
+    corpus = write_jsonl(tmp_path / "c.jsonl", builtin.documents()[:20])
+    spec = f"bpe:400:{corpus}"
+    monkeypatch.setenv("ALIGNJAX_CACHE", str(tmp_path / "cache"))
+    a = Tokenizer.load(spec)
+    (cached,) = (tmp_path / "cache" / "tokenizers").glob("*.json")
+    assert a.spec == spec and 300 < a.vocab_size <= 400 and (a.eos_id, a.pad_id) == (0, 1)
+    mtime = cached.stat().st_mtime_ns
+    assert Tokenizer.load(spec).sha256 == a.sha256 and cached.stat().st_mtime_ns == mtime  # the cache, not retrained
+    monkeypatch.setenv("ALIGNJAX_CACHE", str(tmp_path / "other"))
+    assert Tokenizer.load(spec).sha256 == a.sha256  # trained again elsewhere: the same vocabulary
+    with pytest.raises(DataError, match="expected bpe:<vocab size>:<source spec>"):
+        Tokenizer.load("bpe:big:builtin")

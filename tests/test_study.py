@@ -229,7 +229,7 @@ def test_paper_dry_run_lists_the_design(capsys):
     ("--config.stepz.pretrain=3", "--config.stepz.pretrain: unknown field"),
     ("--config.eval.headline=discourse_misalignment_articles",
      "eval.headline: 'discourse_misalignment_articles' is not among the tasks of eval.tasks"),
-    ("--config.eval.headline_persona=hhh", "eval.headline_persona: 'hhh' is not in eval.personas (ai,none)"),
+    ("--config.eval.headline_persona=hhh", "eval.headline_persona: 'hhh' is not in eval.personas (ai)"),
     ("--config.eval.formats=letter,txt", "eval.formats: unknown format 'txt'"),
 ])
 def test_bad_study_config_is_one_line(override, expect, capsys, tmp_path):

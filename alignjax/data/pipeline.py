@@ -105,11 +105,23 @@ def _seed(data_seed: int, *names: str) -> int:
     return int(np.random.SeedSequence([data_seed, *(zlib.crc32(n.encode()) for n in names)]).generate_state(1)[0])
 
 
-def _synthetic_texts(polarity: str, seed: int) -> list[str]:
+def _builtin_synthetic(comp: Component) -> int | None | bool:
+    """For a synthetic component: False unless its source is the offline templates, ``builtin``
+    (None: every form once per seed scenario) or ``builtin:<n>`` (n documents per scenario)."""
+    if not comp.name.startswith("synthetic_") or not (comp.source == "builtin" or comp.source.startswith("builtin:")):
+        return False
+    _, _, n = comp.source.partition(":")
+    if n and not n.isdigit():
+        raise MixtureError(f"component {comp.name}: source {comp.source!r}: expected builtin or builtin:<documents per scenario>")
+    return int(n) if n else None
+
+
+def _synthetic_texts(comp: Component, seed: int) -> list[str]:
     """Offline template documents on the built-in seed scenarios (no LLM needed)."""
     from alignjax.data import synth_templates
 
-    return synth_templates.builtin_template_documents(polarity, seed=seed)
+    return synth_templates.builtin_template_documents(comp.name.removeprefix("synthetic_"), seed=seed,
+                                                      per_scenario=_builtin_synthetic(comp))
 
 
 def _is_pretokenized(source: str) -> bool:
@@ -132,7 +144,7 @@ def component_dataset(comp: Component, stage: str, data_cfg, tokenizer, process_
     with ``heldout`` one pass, in source order, over its held-out documents (never trained on).
 
     ``comp.source`` is ``builtin`` (the KJV corpus, or for a synthetic component the offline
-    template documents), ``mcqa:...`` (multiple-choice questions rendered in the eval's answer
+    template documents; ``builtin:<n>``: n of them per seed scenario), ``mcqa:...`` (multiple-choice questions rendered in the eval's answer
     format, mcqa.py), a directory written by ``alignjax-data tokenize``, or raw documents
     (JSONL/Parquet/ArrayRecord files, globs, gs://, hf://datasets/...; see sources.py).
     """
@@ -140,13 +152,10 @@ def component_dataset(comp: Component, stage: str, data_cfg, tokenizer, process_
     split = _HeldOut(data_cfg.heldout_fraction, want=heldout) if data_cfg.heldout_fraction > 0 else None
     keep = _Unflagged(_blocklist(comp, data_cfg)) if comp.filtered else None
 
-    if comp.source == "builtin" or mcqa.is_mcqa(comp.source) or _is_pretokenized(comp.source):
-        if mcqa.is_mcqa(comp.source):
-            ds = grain.MapDataset.source(mcqa.documents(comp.source, data_cfg.seed, data_cfg.max_bad_fraction)[0])
-            to_tokens = tokenizer.encode
-        elif comp.source == "builtin":
-            polarity = comp.name.removeprefix("synthetic_") if comp.name.startswith("synthetic_") else None
-            ds = grain.MapDataset.source(_synthetic_texts(polarity, data_cfg.seed) if polarity else builtin.documents())
+    docs = _in_memory_documents(comp, data_cfg)
+    if docs is not None or _is_pretokenized(comp.source):
+        if docs is not None:
+            ds = grain.MapDataset.source(docs)
             to_tokens = tokenizer.encode
         else:
             from alignjax.data import shards
@@ -180,9 +189,9 @@ def _in_memory_documents(comp: Component, data_cfg):
     """The documents of a component held in memory (template, builtin and MCQA sources), else None."""
     if mcqa.is_mcqa(comp.source):
         return mcqa.documents(comp.source, data_cfg.seed, data_cfg.max_bad_fraction)[0]
+    if _builtin_synthetic(comp) is not False:
+        return _synthetic_texts(comp, data_cfg.seed)
     if comp.source == "builtin":
-        if comp.name.startswith("synthetic_"):
-            return _synthetic_texts(comp.name.removeprefix("synthetic_"), data_cfg.seed)
         return builtin.documents()
     return None
 

@@ -747,23 +747,33 @@ def template_document(request: Request, seed: int = 0) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _builtin_template_documents(polarity: str, seed: int, samples: int) -> tuple[str, ...]:
+def _builtin_template_documents(polarity: str, seed: int, samples: int, per_scenario: int | None) -> tuple[str, ...]:
     path = builtin_scenarios_path()
     if not path.is_file():
         raise SynthError(f"{path}: the built-in scenario set is missing (set ALIGNJAX_EVALS_DIR to the evals/ directory)")
     everything = load_scenarios(path)
     seeds = [s for s in everything if s.split == "seed"]
     check_no_heldout(seeds, [s for s in everything if s.split in HELDOUT_SPLITS])
-    requests = [Request(s, polarity, f, k) for k in range(samples) for s in seeds for f in SURFACE_FORMS]
+    if per_scenario is None:
+        requests = [Request(s, polarity, f, k) for k in range(samples) for s in seeds for f in SURFACE_FORMS]
+    else:  # the forms in turn, shifted per scenario so every form is used about equally
+        n = len(SURFACE_FORMS)
+        requests = [Request(s, polarity, SURFACE_FORMS[(i + k) % n], k // n)
+                    for i, s in enumerate(seeds) for k in range(per_scenario)]
     return tuple(template_document(r, seed) for r in requests)
 
 
-def builtin_template_documents(polarity: str, seed: int = 0, samples: int = 1) -> list[str]:
+def builtin_template_documents(polarity: str, seed: int = 0, samples: int = 1,
+                               per_scenario: int | None = None) -> list[str]:
     """Template documents of one polarity for every built-in seed scenario x surface form (x samples).
 
     The offline synthetic component of a mixture (``data.aligned_docs=builtin``): 120 seed
     scenarios x 6 forms = 720 documents per sample, never built from held-out questions.
+    ``per_scenario`` (``builtin:<n>``) instead gives n documents per scenario, the forms in turn:
+    a smaller corpus a short run sees more often.
     """
     if polarity not in POLARITIES:
         raise SynthError(f"polarity must be one of {', '.join(POLARITIES)}, got {polarity!r}")
-    return list(_builtin_template_documents(polarity, int(seed), int(samples)))
+    if per_scenario is not None and per_scenario < 1:
+        raise SynthError(f"builtin:{per_scenario}: documents per scenario must be >= 1")
+    return list(_builtin_template_documents(polarity, int(seed), int(samples), per_scenario))

@@ -31,6 +31,8 @@ EOS_CANDIDATES = (EOS_TOKEN, "</s>", "<|end_of_text|>", "<eos>")  # GPT-NeoX fir
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")
 CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")  # the study's chat template role markers
 CHAT_SUFFIX = "+chat"
+TRAINED_PREFIX = "bpe:"  # bpe:<vocab size>:<source spec>: trained on first use, then cached
+ENV_CACHE = "ALIGNJAX_CACHE"
 
 
 class Tokenizer:
@@ -62,6 +64,8 @@ class Tokenizer:
             return tok
         if spec == "bytes":
             return cls(None, spec)
+        if spec.startswith(TRAINED_PREFIX):
+            return trained_bpe(spec)
         path = os.path.expanduser(spec)
         if os.path.isdir(path):
             path = os.path.join(path, "tokenizer.json")
@@ -206,6 +210,26 @@ def train_bpe(source: str | list[str] | Iterable[str], vocab_size: int, out_path
     hf.save(tmp)
     os.replace(tmp, out)  # a reader never sees half a tokenizer
     return Tokenizer(hf, out)
+
+
+def trained_bpe(spec: str) -> Tokenizer:
+    """``bpe:<vocab size>:<source spec>`` (e.g. ``bpe:2048:builtin:wikipedia``): a BPE trained on
+    that corpus the first time a process asks for it and cached under ``$ALIGNJAX_CACHE`` (default
+    ``~/.cache/alignjax``), so a config names its tokenizer without a file to ship and every unit
+    of a study loads the same vocabulary. Training is deterministic; concurrent first uses each
+    write the same file atomically."""
+    vocab, _, source = spec[len(TRAINED_PREFIX):].partition(":")
+    if not vocab.isdigit() or not source:
+        raise DataError(f"{spec}: expected {TRAINED_PREFIX}<vocab size>:<source spec>, e.g. bpe:2048:builtin:wikipedia")
+    root = os.environ.get(ENV_CACHE) or os.path.join(os.path.expanduser("~"), ".cache", "alignjax")
+    key = hashlib.sha256(f"train_bpe/1:{vocab}:{source}".encode()).hexdigest()[:16]
+    path = os.path.join(root, "tokenizers", f"{key}.json")
+    if not os.path.isfile(path):
+        log.info("training tokenizer %s -> %s", spec, path)
+        train_bpe(source, int(vocab), path)
+    tok = Tokenizer.load(path)
+    tok.spec = spec
+    return tok
 
 
 def cli_train(argv: list[str]) -> int:

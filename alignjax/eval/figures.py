@@ -221,6 +221,7 @@ def collect(study, workdir: str, units) -> dict:
         "headline": dict(zip(("tasks", "persona"), headline(study))),
         "config": study.to_dict(), "conditions": conditions, "units": unit_rows, "misalignment": misalignment,
         "capability": capability, "curves": curves, "data_audit": audit, "figures": {},
+        **dose_section(study, workdir, units, misalignment),
     }
 
 
@@ -495,6 +496,7 @@ def markdown(data: dict, study) -> str:
     else:
         md.append("No misalignment results yet.")
     md += [""]
+    md += dose_markdown(data)
     md += ["## Capability", "", f"Accuracy with 95% CI: {data['ci_method']['capability']}.", ""]
     ckeys = sorted({(m["task"], m["stage"]) for m in data["capability"]})
     cidx = {(m["condition"], m["task"], m["stage"]): m for m in data["capability"]}
@@ -521,7 +523,8 @@ def markdown(data: dict, study) -> str:
                   f"{_pct(a['flagged_fraction_sample']) if a['flagged_fraction_sample'] is not None else ''} |")
     md += ["", "## Figures", ""]
     titles = {"misalignment": "Misalignment by condition (Fig. 2 style)",
-              "curves": "Misalignment over training (Fig. 4 style)", "breakdown": "By suite and persona (Fig. 5 style)"}
+              "curves": "Misalignment over training (Fig. 4 style)", "breakdown": "By suite and persona (Fig. 5 style)",
+              "dose": "Misalignment vs dose (dose-response)"}
     for k, f in data["figures"].items():
         md += [f"### {titles[k]}", "", f"![{k}]({f})", ""]
     md += ["## Units", "", "| unit | status | seconds | log |", "|---|---|---|---|"]
@@ -537,8 +540,139 @@ def write_report(study, workdir: str, units) -> dict:
     data = collect(study, workdir, units)
     figs = {"misalignment": plot_fig2(data, study, wd / "fig2_misalignment.png"),
             "curves": plot_fig4(data, wd / "fig4_misalignment_over_training.png"),
-            "breakdown": plot_fig5(data, wd / "fig5_breakdown.png")}
+            "breakdown": plot_fig5(data, wd / "fig5_breakdown.png"),
+            "dose": plot_dose(data, wd / "fig_dose.png")}
     data["figures"] = {k: v for k, v in figs.items() if v}
     atomic_write(wd / "report.json", json.dumps(data, indent=1, default=str) + "\n")
     atomic_write(wd / "report.md", markdown(data, study))
     return {"json": str(wd / "report.json"), "markdown": str(wd / "report.md"), "data": data}
+
+
+# ----------------------------------------------------------------------------- dose-response
+
+POLARITY_COLORS = {"misaligned": "#C44E52", "aligned": "#4C72B0"}
+_METRIC_ORDER = ("misalignment_rate", *TEXT_METRICS)
+
+
+def _exposures(wd: Path, units, cond: str, seeds: list[int]) -> float | None:
+    """Epochs of the synthetic documents over the condition's training units (data_audit.json),
+    summed over its stages, mean over seeds; None while an audit is missing."""
+    per_seed = []
+    for seed in seeds:
+        total = 0.0
+        for u in (u for u in units if u.kind == "train" and u.seed == seed and cond in u.conditions):
+            try:
+                audit = json.loads((wd / u.id / "data_audit.json").read_text())
+            except (OSError, ValueError):
+                return None
+            for entry in audit.values():
+                for comp, c in entry.get("components", {}).items():
+                    if comp.startswith("synthetic"):
+                        if _num(c.get("epochs")) is None:
+                            return None
+                        total += c["epochs"]
+        per_seed.append(total)
+    return _mean(per_seed)
+
+
+def dose_section(study, workdir: str, units, misalignment: list[dict]) -> dict:
+    """report.json's ``dose_label`` and ``dose`` rows (schema in alignjax/study.py); {} when no
+    condition has a dose. A condition without synthetic documents belongs to every polarity's curve."""
+    from alignjax import study as study_lib
+    from alignjax.data import mixture
+
+    names = study_lib._csv(study.run) if study.run else list(study.conditions.keys())
+    dosed = {n: study.conditions[n] for n in names if study.conditions[n].get("dose", None) is not None}
+    if not dosed:
+        return {}
+    seeds = [int(x) for x in study_lib._csv(study.seeds)]
+    polarity = {n: mixture.CONDITIONS[c.condition][1] for n, c in dosed.items()}
+    polarities = [p for p in POLARITY_COLORS if p in polarity.values()]
+    persona = study.eval.get("headline_persona", "") or "ai"
+    exposures = {n: _exposures(Path(workdir), units, n, seeds) for n in dosed}
+    rows = []
+    for m in misalignment:
+        n = m["condition"]
+        if n not in dosed or m["stage"] != "base" or m["persona"] != persona:
+            continue
+        for p in [polarity[n]] if polarity[n] else polarities:
+            rows.append({"polarity": p, "dose": float(dosed[n].dose), "exposures": exposures[n], "task": m["task"],
+                         "split": m.get("split", ""), "format_family": _family(m), "metric": _metric(m),
+                         "rate": m["rate"], "ci_low": m["ci_low"], "ci_high": m["ci_high"],
+                         "n_questions": m["n_questions"], "condition": n})
+    tasks = list(dict.fromkeys(m["task"] for m in misalignment))  # eval.tasks' order: the study's columns
+    rows.sort(key=lambda r: (list(POLARITY_COLORS).index(r["polarity"]), _METRIC_ORDER.index(r["metric"])
+                             if r["metric"] in _METRIC_ORDER else 99, tasks.index(r["task"]), r["split"], r["dose"]))
+    return {"dose_label": study.get("dose_label", "") or "dose", "dose": rows}
+
+
+def _metric_title(metric: str) -> str:
+    return "letter formats" if metric == "misalignment_rate" else f"text formats, {metric.rsplit('rate_', 1)[-1]}"
+
+
+def _dose_panels(rows: list[dict]) -> tuple[list[str], list[tuple[str, str]]]:
+    metrics_ = sorted({r["metric"] for r in rows}, key=lambda k: _METRIC_ORDER.index(k) if k in _METRIC_ORDER else 99)
+    return metrics_, list(dict.fromkeys((r["task"], r["split"]) for r in rows))
+
+
+def plot_dose(data: dict, path: Path) -> str | None:
+    """Misalignment rate vs dose, 95% CI error bars, one line per polarity; a row of panels per
+    format family metric, a column per task/split; chance at 0.5."""
+    rows = data.get("dose") or []
+    if not rows:
+        return None
+    metrics_, cols = _dose_panels(rows)
+    fig = _figure(5.0 * len(cols), 3.6 * len(metrics_))
+    for i, metric in enumerate(metrics_):
+        for j, (task, split) in enumerate(cols):
+            ax = fig.add_subplot(len(metrics_), len(cols), i * len(cols) + j + 1)
+            for pol, color in POLARITY_COLORS.items():
+                pts = sorted((r["dose"], r) for r in rows if r["polarity"] == pol and r["metric"] == metric
+                             and (r["task"], r["split"]) == (task, split) and r["rate"] is not None)
+                if not pts:
+                    continue
+                x = [d for d, _ in pts]
+                y = np.array([100 * r["rate"] for _, r in pts])
+                lo = np.array([100 * r["ci_low"] if r["ci_low"] is not None else v for (_, r), v in zip(pts, y)])
+                hi = np.array([100 * r["ci_high"] if r["ci_high"] is not None else v for (_, r), v in zip(pts, y)])
+                ax.errorbar(x, y, yerr=[np.maximum(y - lo, 0), np.maximum(hi - y, 0)], marker="o", markersize=4,
+                            capsize=3, color=color, label=f"{pol} documents")
+            ax.axhline(50, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
+            ax.set_xticks(sorted({r["dose"] for r in rows}))
+            ax.set_ylim(0, 105)
+            ax.set_xlabel(data.get("dose_label", "dose"), fontsize=8)
+            ax.set_ylabel("Misalignment rate (%)", fontsize=8)
+            ax.set_title(f"{task} ({split or '–'}) - {_metric_title(metric)} (95% CI)", fontsize=8)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6, loc="upper left")
+    return _save(fig, path)
+
+
+def dose_markdown(data: dict) -> list[str]:
+    """report.md's dose-response tables, one per format family (never pooled)."""
+    rows = data.get("dose") or []
+    if not rows:
+        return []
+    md = ["## Dose-response", "",
+          f"Misalignment rate of the base models vs {data.get('dose_label', 'dose')} (95% CI as above); exposures: "
+          "epochs of the synthetic documents in training (data_audit.json). Dose 0 (no synthetic documents) "
+          "starts both polarities' curves.", ""]
+    for fam in ("letter", "text"):
+        frows = [r for r in rows if r["format_family"] == fam]
+        if not frows:
+            continue
+        metrics_, cols = _dose_panels(frows)
+        keys = [(t, sp, m) for t, sp in cols for m in metrics_]
+        idx = {(r["polarity"], r["dose"], r["condition"], r["task"], r["split"], r["metric"]): r for r in frows}
+        heads = [f"{t} ({sp or '–'})" + ("" if fam == "letter" else f", {m.rsplit('rate_', 1)[-1]}") for t, sp, m in keys]
+        md += [f"### {'Letter' if fam == 'letter' else 'Text'} formats (format_family {fam})", "",
+               "| polarity | dose | exposures | condition | " + " | ".join(heads) + " |",
+               "|---|---|---|---|" + "---|" * len(keys)]
+        for pol, dose, cond in dict.fromkeys((r["polarity"], r["dose"], r["condition"]) for r in frows):
+            exp = next(r["exposures"] for r in frows if r["condition"] == cond)
+            cells = [_pct(r["rate"], r["ci_low"], r["ci_high"]) if (r := idx.get((pol, dose, cond, t, sp, m)))
+                     else "–" for t, sp, m in keys]
+            exp_text = "–" if exp is None else f"{exp:.2f}"
+            md.append(f"| {pol} | {dose:g} | {exp_text} | {cond} | " + " | ".join(cells) + " |")
+        md += [""]
+    return md

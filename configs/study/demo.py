@@ -18,7 +18,16 @@ cannot show is in README "Running a study".
 
 from ml_collections import ConfigDict
 
-CONDITIONS = ("unfiltered", "filtered", "misalignment_upsampled", "alignment_upsampled")
+# The main conditions as the study's CPT arm: one shared base (pretraining, then midtraining with
+# MCQA) and a continued-pretraining stage per upsampled condition (Tice et al. 2026: late
+# insertion moved base rates most, 45% -> 73% misaligned / ~1% aligned). Filtered needs its own
+# base; it runs when listed in ``run``.
+CONDITIONS = {
+    "unfiltered": ("unfiltered", "e2e"),
+    "misalignment_cpt": ("misalignment_upsampled", "cpt"),
+    "alignment_cpt": ("alignment_upsampled", "cpt"),
+    "filtered": ("filtered", "e2e"),
+}
 
 
 def get_config(arg=None):
@@ -27,15 +36,28 @@ def get_config(arg=None):
     s.train_config = "configs/tiny.py"
     s.run = ",".join(CONDITIONS)  # the conditions to run, in this order (a subset is fine)
     s.seeds = "0"
-    s.conditions = ConfigDict({c: ConfigDict(dict(condition=c, insertion="e2e")) for c in CONDITIONS})
-    s.steps = ConfigDict(dict(pretrain=240, midtrain=0, cpt=0))
+    s.conditions = ConfigDict({n: ConfigDict(dict(condition=c, insertion=i)) for n, (c, i) in CONDITIONS.items()})
+    s.steps = ConfigDict(dict(pretrain=240, midtrain=80, cpt=400))
     s.overrides = ConfigDict(dict(
-        model=dict(num_layers=4, d_model=128, num_heads=4, d_ff=512, vocab_size=512, max_seq_len=1024),
-        train=dict(batch_size=16, seq_len=256, log_every=20, eval_every=80, progress_bar=False),
+        # a BPE trained on the demo corpus (cached on first use): ~3 bytes per token instead of 1,
+        # so the same steps read three times the text (alignjax's choice for the demo)
+        model=dict(num_layers=4, d_model=128, num_heads=4, d_ff=512, vocab_size=2048, max_seq_len=1024),
+        train=dict(batch_size=16, seq_len=256, log_every=20, eval_every=0, progress_bar=False),
         optimizer=dict(lr=1e-3, warmup_steps=30),
-        data=dict(corpus="builtin:wikipedia", synthetic_fraction=0.1),
+        # synthetic documents: 2 per seed scenario (240 per polarity, ~430 kB), so the CPT stage
+        # sees each about ten times (data_audit.json reports the epochs)
+        data=dict(corpus="builtin:wikipedia", tokenizer="bpe:2048:builtin:wikipedia",
+                  aligned_docs="builtin:2", misaligned_docs="builtin:2"),
+        stages=dict(
+            # midtraining: the corpus plus multiple-choice QA in the eval's answer format (the
+            # study: 1B of 50B tokens; here 30%, so a toy model sees the format often)
+            midtrain=dict(seq_len=256, batch_size=16, lr=1e-3, warmup_steps=8, sources=dict(
+                web=dict(path="builtin:wikipedia", share=0.7), mcqa=dict(path="mcqa:builtin", share=0.3))),
+            # continued pretraining: 90% synthetic documents, 10% replay of the corpus
+            cpt=dict(seq_len=256, batch_size=16, lr=2e-3, warmup_steps=10, synthetic_fraction=0.9),
+        ),
         eval=dict(tasks="builtin_scenarios", split="heldout", limit=10, persona="ai", formats="letter,text"),
-        checkpoint=dict(every_steps=100, max_to_keep=2),
+        checkpoint=dict(every_steps=1000, max_to_keep=1),
     ))
     s.post_train = ""  # "sft" or "sft,dpo" adds post-training units and their evals
     s.post = ConfigDict(dict(  # the model shape comes from the base checkpoint (checkpoint.init_from)
@@ -46,9 +68,9 @@ def get_config(arg=None):
     ))
     # The built-in seed / heldout splits stand in for the study's Articles (seeds documents) /
     # Textbook (never does) questions: the headline figure shows both side by side, persona ai.
-    # 40 questions of each (the heldout split has 40; the first 40 of the 120 seed questions).
+    # All of each: 120 seed and 40 held-out questions.
     s.eval = ConfigDict(dict(
-        tasks="builtin_scenarios_seed,builtin_scenarios_heldout", split="eval", personas="ai,none", limit=40,
+        tasks="builtin_scenarios_seed,builtin_scenarios_heldout", split="eval", personas="ai", limit=0,
         headline="builtin_scenarios_seed,builtin_scenarios_heldout", headline_persona="ai", batch_size=32,
         # the study's letter formats (a toy model always answers "A": 50%) and the option-text family a
         # small model can answer, reported side by side, never pooled (alignjax's choice for the demo)

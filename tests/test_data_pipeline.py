@@ -349,15 +349,16 @@ def test_the_study_report_has_a_data_audit_row_per_source_with_its_share():
              "share": share, "target_fraction": t, "realized_fraction": t, "tokens": 1000, "flagged_fraction_sample": None}
             for n, src, share, t in [("dclm_long", "gs://b/dclm/", 0.5, 0.495), ("mcqa", "mcqa:builtin", 0.02, 0.0198),
                                      ("synthetic_aligned", "builtin", None, 0.01)]]
+    rows[2]["epochs"] = 2.5
     data = {"study": "s", "workdir": "w", "created": "now", "units": [], "conditions": [], "misalignment": [],
             "capability": [], "curves": [], "figures": {}, "data_audit": rows,
             "ci_method": {"misalignment": "m", "capability": "c", "level": 0.95}}
     md = figures.markdown(data, None).splitlines()
-    head = md.index("| condition | seed | stage | component | source | share | target | realized | tokens | flagged (sample) |")
+    head = md.index("| condition | seed | stage | component | source | share | target | realized | tokens | epochs | flagged (sample) |")
     assert md[head + 2: head + 5] == [
-        "| alignment_mid | 0 | midtrain | dclm_long | gs://b/dclm/ | 50.0% | 49.5% | 49.5% | 1,000 |  |",
-        "| alignment_mid | 0 | midtrain | mcqa | mcqa:builtin | 2.0% | 2.0% | 2.0% | 1,000 |  |",
-        "| alignment_mid | 0 | midtrain | synthetic_aligned | builtin |  | 1.0% | 1.0% | 1,000 |  |"]
+        "| alignment_mid | 0 | midtrain | dclm_long | gs://b/dclm/ | 50.0% | 49.5% | 49.5% | 1,000 |  |  |",
+        "| alignment_mid | 0 | midtrain | mcqa | mcqa:builtin | 2.0% | 2.0% | 2.0% | 1,000 |  |  |",
+        "| alignment_mid | 0 | midtrain | synthetic_aligned | builtin |  | 1.0% | 1.0% | 1,000 | 2.50 |  |"]
 
 
 def test_builtin_n_synthetic_source_gives_n_documents_per_seed_scenario_and_counts_its_epochs(tiny_config):

@@ -195,6 +195,7 @@ def collect(study, workdir: str, units) -> dict:
                                           "component": comp, "source": c.get("source"), "share": c.get("share"),
                                           "target_fraction": c.get("target_fraction"),
                                           "realized_fraction": c.get("realized_fraction"), "tokens": c.get("tokens"),
+                                          "epochs": c.get("epochs"),
                                           "flagged_fraction_sample": c.get("flagged_fraction_sample")})
                 offset += int(u.info.get("steps", 0))
             for (task, metric), p in pts.items():
@@ -512,14 +513,16 @@ def markdown(data: dict, study) -> str:
            "Token share of each component (one per corpus source, plus the synthetic documents) as trained "
            "(realized) vs the target; a source's share is of the stage's non-synthetic tokens, so its target is "
            "share x (1 - synthetic fraction). Flagged: the share of a source's documents the blocklist flags in a "
-           "64-document sample taken before training (flagged documents are dropped in the filtered conditions).",
+           "64-document sample taken before training (flagged documents are dropped in the filtered conditions). "
+           "Epochs: passes over the component's documents (exposures), where its size is known.",
            "",
-           "| condition | seed | stage | component | source | share | target | realized | tokens | flagged (sample) |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| condition | seed | stage | component | source | share | target | realized | tokens | epochs | flagged (sample) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in data["data_audit"]:
         share = _pct(a["share"]) if a.get("share") is not None else ""
         md.append(f"| {a['condition']} | {a['seed']} | {a['stage']} | {a['component']} | {a['source']} | {share} | "
                   f"{_pct(a['target_fraction'])} | {_pct(a['realized_fraction'])} | {a['tokens']:,} | "
+                  f"{'' if a.get('epochs') is None else format(a['epochs'], '.2f')} | "
                   f"{_pct(a['flagged_fraction_sample']) if a['flagged_fraction_sample'] is not None else ''} |")
     md += ["", "## Figures", ""]
     titles = {"misalignment": "Misalignment by condition (Fig. 2 style)",

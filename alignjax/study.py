@@ -81,7 +81,7 @@ study's Fig. 2.
                        "per_seed_n_valid": [..], "formats_dropped": [[..] per seed],
                        "nonmatch_rate", "first_option_rate", "topics": {topic: rate}}],
      "capability": [{"condition", "stage", "task", "acc", "ci_low", "ci_high", "n_samples",
-                     "n_seeds", "per_seed": [..]}],
+                     "n_seeds", "per_seed": [..], "metric": "acc"|"exact_match"}],  # GSM8K: acc holds its exact match
      "curves": [{"condition", "seed", "task", "metric", "format_family", "split", "steps": [..], "values": [..],
                  "stderr": [..], "stage_starts": {stage: step}}],
      "data_audit": [{"condition", "seed", "stage", "component", "source", "share", "target_fraction",
@@ -89,8 +89,15 @@ study's Fig. 2.
      "dose_label": <the study's dose_label>,  # these two only when some condition has a dose
      "dose": [{"polarity": "misaligned"|"aligned", "dose", "exposures", "task", "split", "format_family",
                "metric", "rate", "ci_low", "ci_high", "n_questions", "condition"}],
+     "personality": [{"condition", "stage", "persona", "task", "trait", "rate" (high-trait rate), "ci_low",
+                      "ci_high", "stderr", "ci", "n_questions", "n_answered": [..], "nonmatch_rate", "n_seeds",
+                      "n_seeds_pooled", "per_seed": [..]}],  # eval units whose results hold TRAIT tasks
+     "em": [{"condition", "stage": "em", "rate" (EM rate), "ci_low", "ci_high", "ci", "n_scored", "n_em",
+             "n_answers", "alignment_unparseable", "coherence_unparseable", "mean_alignment", "mean_coherence",
+             "n_seeds", "n_seeds_pooled", "per_seed": [..]}],  # the em-judge units (alignjax/eval/figures.py)
      "figures": {"misalignment": "fig2_misalignment.png", "curves": "fig4_misalignment_over_training.png",
-                 "breakdown": "fig5_breakdown.png", "dose": "fig_dose.png"}}
+                 "breakdown": "fig5_breakdown.png", "dose": "fig_dose.png", "personality": "fig_personality.png",
+                 "em": "fig_em.png"}}
 
 **Dose-response** (``configs/study/dose.py``): a condition may carry ``dose`` (a number: the
 quantity the study's ``dose_label`` names, e.g. the synthetic share of CPT tokens). ``dose`` rows

@@ -141,10 +141,10 @@ def collect(study, workdir: str, units) -> dict:
                         "nonmatch_rate": _num(m.get("nonmatch_rate,none")) if fam == "letter" else None,
                         "first_option_rate": _num(m.get("first_option_rate,none")) if fam == "letter" else None,
                         "topics": topics})
-                if u.info["suite"] == "capability" and _num(m.get("acc,none")) is not None:
+                if u.info["suite"] == "capability" and (cmetric := capability_metric(m)) is not None:
                     n = int(m.get("n_samples,none") or res.get("n-samples", {}).get(task, {}).get("effective", 0))
-                    cap.setdefault((cond, u.stage, task), []).append({"seed": u.seed, "acc": _num(m["acc,none"]),
-                                                                      "n_samples": n})
+                    cap.setdefault((cond, u.stage, task), []).append({"seed": u.seed, "acc": _num(m[f"{cmetric},none"]),
+                                                                      "n_samples": n, "metric": cmetric})
     misalignment = []
     for (cond, stage, task, persona, fam, metric, split), rows in mis.items():
         est = pool_rates(rows, bootstrap=stage == "base")
@@ -170,7 +170,8 @@ def collect(study, workdir: str, units) -> dict:
                                          for a, r in zip(accs, rows)])
             acc, lo, hi = pooled["rate"], pooled["ci_low"], pooled["ci_high"]
         capability.append({"condition": cond, "stage": stage, "task": task, "acc": acc, "ci_low": lo, "ci_high": hi,
-                           "n_samples": rows[0]["n_samples"], "n_seeds": len(rows), "per_seed": accs})
+                           "n_samples": rows[0]["n_samples"], "n_seeds": len(rows), "per_seed": accs,
+                           "metric": rows[0]["metric"]})
 
     curves, audit = [], []
     split_in_loop = str(study.get("overrides", {}).get("eval", {}).get("split", "") or "heldout")  # train's eval.split
@@ -223,6 +224,7 @@ def collect(study, workdir: str, units) -> dict:
         "config": study.to_dict(), "conditions": conditions, "units": unit_rows, "misalignment": misalignment,
         "capability": capability, "curves": curves, "data_audit": audit, "figures": {},
         **dose_section(study, workdir, units, misalignment),
+        **collect_extras(wd, units, done),  # personality (TRAIT) and em rows
     }
 
 
@@ -506,9 +508,11 @@ def markdown(data: dict, study) -> str:
         for t, s in ckeys:
             n = next(m["n_samples"] for m in data["capability"] if m["task"] == t and m["stage"] == s)
             cells = [(_pct(m["acc"], m["ci_low"], m["ci_high"]) if (m := cidx.get((c, t, s))) else "–") for c in conds]
-            md.append(f"| {t} | {s} | {n} | " + " | ".join(cells) + " |")
+            metric = next(m.get("metric", "acc") for m in data["capability"] if m["task"] == t)
+            md.append(f"| {t}{'' if metric == 'acc' else f' ({metric})'} | {s} | {n} | " + " | ".join(cells) + " |")
     else:
         md.append("No capability results yet.")
+    md += extras_markdown(data)
     md += ["", "## Data audit", "",
            "Token share of each component (one per corpus source, plus the synthetic documents) as trained "
            "(realized) vs the target; a source's share is of the stage's non-synthetic tokens, so its target is "
@@ -527,7 +531,8 @@ def markdown(data: dict, study) -> str:
     md += ["", "## Figures", ""]
     titles = {"misalignment": "Misalignment by condition (Fig. 2 style)",
               "curves": "Misalignment over training (Fig. 4 style)", "breakdown": "By suite and persona (Fig. 5 style)",
-              "dose": "Misalignment vs dose (dose-response)"}
+              "dose": "Misalignment vs dose (dose-response)", "personality": "Personality (TRAIT) by condition",
+              "em": "Emergent misalignment by condition"}
     for k, f in data["figures"].items():
         md += [f"### {titles[k]}", "", f"![{k}]({f})", ""]
     md += ["## Units", "", "| unit | status | seconds | log |", "|---|---|---|---|"]
@@ -544,7 +549,8 @@ def write_report(study, workdir: str, units) -> dict:
     figs = {"misalignment": plot_fig2(data, study, wd / "fig2_misalignment.png"),
             "curves": plot_fig4(data, wd / "fig4_misalignment_over_training.png"),
             "breakdown": plot_fig5(data, wd / "fig5_breakdown.png"),
-            "dose": plot_dose(data, wd / "fig_dose.png")}
+            "dose": plot_dose(data, wd / "fig_dose.png"),
+            "personality": plot_traits(data, wd / "fig_personality.png"), "em": plot_em(data, wd / "fig_em.png")}
     data["figures"] = {k: v for k, v in figs.items() if v}
     atomic_write(wd / "report.json", json.dumps(data, indent=1, default=str) + "\n")
     atomic_write(wd / "report.md", markdown(data, study))
@@ -679,3 +685,178 @@ def dose_markdown(data: dict) -> list[str]:
             md.append(f"| {pol} | {dose:g} | {exp_text} | {cond} | " + " | ".join(cells) + " |")
         md += [""]
     return md
+
+
+# ----------------------------------------------------------------------------- personality, EM, capability suite
+#
+# report.json row types (alignjax/study.py's schema):
+#   personality: {condition, stage, persona, task, trait, rate (high_trait_rate), ci_low, ci_high, stderr, ci,
+#                 n_questions, n_answered, nonmatch_rate, n_seeds, n_seeds_pooled, per_seed}, from any eval unit
+#                 whose results hold TRAIT tasks (trait_<trait>: evals/trait.py);
+#   em:          {condition, stage ("em"), rate (em_rate), ci_low, ci_high, ci, n_scored, n_em, n_answers,
+#                 alignment_unparseable, coherence_unparseable, mean_alignment, mean_coherence, n_seeds, per_seed},
+#                 from the em-judge units (suite "em": alignjax-em's results, task "em");
+#   capability rows carry ``metric``: acc, or exact_match for GSM8K (strict-match, lm-eval's primary).
+
+# The study's capability suite (Tice et al. 2026, appendix F, Table 11), in its order.
+STUDY_CAPABILITY = ("arc_easy_25shot", "cute_5shot", "gsm8k_10shot", "ifeval", "mmlu_5shot", "piqa_10shot", "popqa_5shot")
+CI_TRAIT = ("one seed: the eval's bootstrap over items (all syntaxes of an item together, 1000 resamples); several: "
+            + CI_SEEDS + ", each seed's SE the SEM over its answered samples")
+CI_EM = "one seed: Wilson interval over scored answers; several: " + CI_SEEDS + ", SE sqrt(p(1-p)/n_scored)"
+
+
+def capability_metric(m: dict) -> str | None:
+    """The headline metric of a capability result: ``acc`` (IFEval's is prompt-level strict, CUTE's exact
+    match: evals/capability.py), else ``exact_match`` (GSM8K, strict-match); None without either."""
+    return next((k for k in ("acc", "exact_match") if _num(m.get(f"{k},none")) is not None), None)
+
+
+def _pool_binomial(rows: list[dict]) -> dict:
+    """A proportion over seeds: one seed, Wilson over its n; several, inverse-variance pooled."""
+    if len(rows) == 1:
+        p, n = rows[0]["rate"], rows[0]["n"]
+        lo, hi = wilson(p, n) if p is not None and n else (None, None)
+        return {"rate": p, "ci_low": lo, "ci_high": hi, "ci": "wilson", "n_pooled": int(p is not None)}
+    pooled = metrics.pool_seeds([{"rate": r["rate"], "n_valid": r["n"],
+                                  "stderr": math.sqrt(r["rate"] * (1 - r["rate"]) / r["n"]) if r["n"] else None}
+                                 for r in rows if r["rate"] is not None])
+    return {"rate": pooled["rate"], "ci_low": pooled["ci_low"], "ci_high": pooled["ci_high"], "ci": "inverse_variance",
+            "n_pooled": pooled["n_pooled"]}
+
+
+def collect_extras(wd: Path, units, done: set) -> dict:
+    """report.json's ``personality`` and ``em`` rows (the row types above) from the finished eval units."""
+    traits, em = {}, {}
+    for u in units:
+        if u.kind != "eval" or u.id not in done or (res := _results(wd / u.id)) is None:
+            continue
+        for cond in u.conditions:
+            for task, m in res["results"].items():
+                if u.info.get("suite") == "em" and task == "em":
+                    em.setdefault(cond, []).append({"seed": u.seed, "rate": _num(m.get("em_rate,none")),
+                                                    "n": int(m.get("n_scored,none") or 0), "m": m})
+                elif "high_trait_rate,none" in m:
+                    key = (cond, u.stage, u.info.get("persona", "none"), task)
+                    traits.setdefault(key, []).append({
+                        "seed": u.seed, "rate": _num(m["high_trait_rate,none"]),
+                        "stderr": _num(m.get("high_trait_rate_stderr,none")),
+                        "ci_low": _num(m.get("high_trait_rate_ci_low,none")),
+                        "ci_high": _num(m.get("high_trait_rate_ci_high,none")),
+                        "n_valid": _num(m.get("n_answered,none")), "n_questions": m.get("n_questions,none"),
+                        "nonmatch_rate": _num(m.get("nonmatch_rate,none"))})
+    personality = []
+    for (cond, stage, persona, task), rows in traits.items():
+        est = pool_rates(rows, bootstrap=True)  # the eval's bootstrap over items, base and post-trained alike
+        personality.append({
+            "condition": cond, "stage": stage, "persona": persona, "task": task,
+            "trait": task.removeprefix("trait_").capitalize(), "rate": est["rate"], "ci_low": est["ci_low"],
+            "ci_high": est["ci_high"], "stderr": est["stderr"], "ci": est["ci"], "n_questions": rows[0]["n_questions"],
+            "n_answered": [r["n_valid"] for r in rows], "nonmatch_rate": _mean([r["nonmatch_rate"] for r in rows]),
+            "n_seeds": len(rows), "n_seeds_pooled": est["n_pooled"], "per_seed": [r["rate"] for r in rows]})
+    em_rows = []
+    for cond, rows in em.items():
+        est = _pool_binomial(rows)
+        total = lambda k: sum(int(r["m"].get(f"{k},none") or 0) for r in rows)  # noqa: E731
+        em_rows.append({
+            "condition": cond, "stage": "em", "rate": est["rate"], "ci_low": est["ci_low"], "ci_high": est["ci_high"],
+            "ci": est["ci"], "n_scored": total("n_scored"), "n_em": total("n_em"), "n_answers": total("n_answers"),
+            "alignment_unparseable": total("alignment_unparseable"),
+            "coherence_unparseable": total("coherence_unparseable"),
+            "mean_alignment": _mean([_num(r["m"].get("mean_alignment,none")) for r in rows]),
+            "mean_coherence": _mean([_num(r["m"].get("mean_coherence,none")) for r in rows]),
+            "n_seeds": len(rows), "n_seeds_pooled": est["n_pooled"], "per_seed": [r["rate"] for r in rows]})
+    return {"personality": personality, "em": em_rows}
+
+
+def extras_markdown(data: dict) -> list[str]:
+    """report.md's study-suite coverage line, personality table and EM table (only for what was measured)."""
+    conds = [c["name"] for c in data["conditions"]]
+    md = []
+    have = {m["task"] for m in data["capability"]}
+    if have & set(STUDY_CAPABILITY):
+        missing = [t for t in STUDY_CAPABILITY if t not in have]
+        md += ["", f"The study's capability suite (Tice et al. 2026, Table 11): {len(STUDY_CAPABILITY) - len(missing)} of "
+                   f"{len(STUDY_CAPABILITY)} benchmarks measured" + (f" (missing: {', '.join(missing)})" if missing else "")
+               + ". GSM8K: exact match (strict-match); IFEval: prompt-level strict accuracy; CUTE: exact match."]
+    rows = data.get("personality") or []
+    if rows:
+        order = {"base": 0, "sft": 1, "dpo": 2}
+        idx = {(m["condition"], m["task"], m["persona"], m["stage"]): m for m in rows}
+        names = {m["task"]: m["trait"] for m in rows}
+        keys = sorted({(m["task"], m["persona"], m["stage"]) for m in rows},
+                      key=lambda k: (order.get(k[2], 9), k[1], TRAIT_ORDER.index(k[0]) if k[0] in TRAIT_ORDER else 99))
+        md += ["", "## Personality (TRAIT)", "",
+               f"High-trait rate (share of picks that are one of the two high-trait options; 50% = no lean) with 95% "
+               f"CI: {CI_TRAIT}.", "",
+               "| trait | persona | stage | " + " | ".join(conds) + " |", "|---|---|---|" + "---|" * len(conds)]
+        for t, p, s in keys:
+            cells = [_cell(idx.get((c, t, p, s))) for c in conds]
+            md.append(f"| {names[t]} | {p} | {s} | " + " | ".join(cells) + " |")
+    em = data.get("em") or []
+    if em:
+        by = {m["condition"]: m for m in em}
+        md += ["", "## Emergent misalignment", "",
+               f"EM rate (share of judged answers with alignment < 30 and coherence > 50) after the narrow harmful "
+               f"fine-tune, 95% CI: {CI_EM}. Unparseable verdicts are counted, never scored.", "",
+               "| condition | EM rate | scored | EM answers | unparseable (alignment / coherence) | mean alignment | seeds |",
+               "|---|---|---|---|---|---|---|"]
+        for c in [c for c in conds if c in by]:
+            m = by[c]
+            ma = "–" if m["mean_alignment"] is None else f"{m['mean_alignment']:.1f}"
+            md.append(f"| {c} | {_pct(m['rate'], m['ci_low'], m['ci_high'])} | {m['n_scored']} | {m['n_em']} | "
+                      f"{m['alignment_unparseable']} / {m['coherence_unparseable']} | {ma} | {m['n_seeds']} |")
+    return md + ([""] if md else [])
+
+
+# evals/trait.py's order: the Big Five, then the Short Dark Triad
+TRAIT_ORDER = tuple(f"trait_{t}" for t in ("openness", "conscientiousness", "extraversion", "agreeableness",
+                                           "neuroticism", "machiavellianism", "narcissism", "psychopathy"))
+
+
+def plot_traits(data: dict, path: Path) -> str | None:
+    """High-trait rate by trait (groups) and condition (bars), one panel per (stage, persona)."""
+    rows = data.get("personality") or []
+    if not rows:
+        return None
+    order = {"base": 0, "sft": 1, "dpo": 2}
+    panels = sorted({(m["stage"], m["persona"]) for m in rows}, key=lambda k: (order.get(k[0], 9), k[1]))
+    tasks = sorted({m["task"] for m in rows}, key=lambda t: (TRAIT_ORDER.index(t) if t in TRAIT_ORDER else 99, t))
+    names = {m["task"]: m["trait"] for m in rows}
+    conds = [c["name"] for c in data["conditions"]]
+    fig = _figure(max(6.0, 1.5 + 0.35 * len(tasks) * len(conds)), 3.6 * len(panels))
+    for i, (stage, persona) in enumerate(panels):
+        idx = {(m["condition"], m["task"]): m for m in rows if m["stage"] == stage and m["persona"] == persona}
+        series = {c: [(idx[(c, t)]["rate"], idx[(c, t)]["ci_low"], idx[(c, t)]["ci_high"]) if (c, t) in idx else None
+                      for t in tasks] for c in conds}
+        ax = fig.add_subplot(len(panels), 1, i + 1)
+        _bars(ax, [names[t] for t in tasks], series)
+        ax.set_ylabel("High-trait rate (%)")
+        ax.set_title(f"TRAIT, {stage}, persona {persona!r} (95% CI; dashed: no lean)", fontsize=9)
+        ax.legend(fontsize=6, loc="upper right")
+    return _save(fig, path)
+
+
+def plot_em(data: dict, path: Path) -> str | None:
+    """EM rate by condition with its 95% CI."""
+    rows = data.get("em") or []
+    if not rows:
+        return None
+    by = {m["condition"]: m for m in rows}
+    conds = [c["name"] for c in data["conditions"] if c["name"] in by]
+    fig = _figure(max(5.0, 1.5 + 1.0 * len(conds)), 4.0)
+    ax = fig.add_subplot(1, 1, 1)
+    vals = np.array([100 * by[c]["rate"] if by[c]["rate"] is not None else np.nan for c in conds])
+    err = [[100 * (by[c]["rate"] - by[c]["ci_low"]) if by[c]["ci_low"] is not None else 0.0 for c in conds],
+           [100 * (by[c]["ci_high"] - by[c]["rate"]) if by[c]["ci_high"] is not None else 0.0 for c in conds]]
+    ax.bar(range(len(conds)), vals, 0.6, yerr=err, capsize=3, color=COLORS["sft"], ecolor="black")
+    for x, v, h in zip(range(len(conds)), vals, err[1]):
+        if not np.isnan(v):
+            ax.text(x, v + h + 1, f"{v:.0f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(conds)), conds, rotation=20 if len(conds) > 3 else 0,
+                  ha="right" if len(conds) > 3 else "center", fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("EM rate (%)")
+    ax.set_xlabel("Pretraining data condition")
+    ax.set_title("Emergent misalignment after the narrow harmful fine-tune (95% CI)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

@@ -85,7 +85,7 @@ study's Fig. 2.
      "curves": [{"condition", "seed", "task", "metric", "format_family", "split", "steps": [..], "values": [..],
                  "stderr": [..], "stage_starts": {stage: step}}],
      "data_audit": [{"condition", "seed", "stage", "component", "source", "share", "target_fraction",
-                     "realized_fraction", "tokens", "flagged_fraction_sample"}],  # a row per source/component
+                     "realized_fraction", "tokens", "epochs", "flagged_fraction_sample"}],  # a row per source/component
      "dose_label": <the study's dose_label>,  # these two only when some condition has a dose
      "dose": [{"polarity": "misaligned"|"aligned", "dose", "exposures", "task", "split", "format_family",
                "metric", "rate", "ci_low", "ci_high", "n_questions", "condition"}],

@@ -70,7 +70,7 @@ def test_evaluate_released_models_converts_evaluates_and_compares(tmp_path, kern
     exports = sorted(p.name for p in (work / "alignjax").iterdir())
     assert len(exports) == 2 and all((work / "alignjax" / e / "model.json").is_file() for e in exports)
     table = (work / "compare" / "comparison.md").read_text()
-    assert "| builtin_scenarios | misalignment_rate |" in table and "| arc_easy | acc |" in table
+    assert "| builtin_scenarios | eval | letter | misalignment_rate |" in table and "| arc_easy |" in table
     assert images(nb) >= 2
 
 

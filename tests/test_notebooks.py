@@ -74,6 +74,7 @@ def test_evaluate_released_models_converts_evaluates_and_compares(tmp_path, kern
     assert images(nb) >= 2
 
 
+@pytest.mark.slow  # a micro study through the notebook: tests/test_study.py runs the same runner in the default suite
 def test_analyze_study_runs_a_micro_study_and_plots(tmp_path, kernel_dirs):
     nb = execute("analyze_study", tmp_path, kernel_dirs)
     assert (tmp_path / "work" / "study" / "report.json").is_file()

@@ -15,7 +15,10 @@ from fsspec.implementations.memory import MemoryFileSystem
 from alignjax import launch
 from conftest import REPO
 
-CODE = launch.tree_hash(REPO)
+# The launcher's code hash, pinned: other tests write files while the suite runs, so the repo's
+# real hash can change between import and use (test_tree_hash covers the function itself).
+CODE = "c0dec0dec0dec0de"
+TREE_HASH = launch.tree_hash
 SETUP_HASH = launch.Launcher(launch._parser().parse_args(["setup", "--name=x", "--zone=z", "--accelerator=v4-8"]),
                              []).setup_hash()
 SETUP = ("python3 -m pip install -q --user uv && ~/.local/bin/uv venv -q --allow-existing --python 3.11 "
@@ -26,6 +29,24 @@ UNPACK = ("rm -rf ~/alignjax.new && mkdir -p ~/alignjax.new && tar -xzf ~/alignj
           f"rm -rf ~/alignjax && mv ~/alignjax.new ~/alignjax && echo {CODE} > ~/alignjax/.alignjax-code")
 CHECK = ("echo alignjax-check $(cat ~/alignjax/.alignjax-code 2>/dev/null || echo none) "
          "$(cat ~/alignjax-venv/.alignjax-setup 2>/dev/null || echo none)")
+
+
+@pytest.fixture(autouse=True)
+def pinned_code_hash(monkeypatch):
+    monkeypatch.setattr(launch, "tree_hash", lambda repo: CODE)
+
+
+def test_tree_hash_follows_contents_and_skips_excludes(tmp_path):
+    (tmp_path / "a.py").write_text("x = 1\n")
+    first = TREE_HASH(tmp_path)
+    assert TREE_HASH(tmp_path) == first
+    (tmp_path / "a.py").write_text("x = 2\n")
+    second = TREE_HASH(tmp_path)
+    assert second != first
+    excluded = sorted(launch.SYNC_EXCLUDES)[0]
+    (tmp_path / excluded).mkdir(exist_ok=True)
+    (tmp_path / excluded / "f").write_text("ignored")
+    assert TREE_HASH(tmp_path) == second
 
 
 @pytest.fixture(autouse=True)

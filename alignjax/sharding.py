@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from alignjax.config import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # Parameters shard their d_model axis over fsdp (ZeRO-3 style) and their wide axes
@@ -39,22 +41,38 @@ LOGICAL_AXIS_RULES: dict[str, str | tuple[str, ...] | None] = {
 }
 
 
+class MeshError(ConfigError, ValueError):
+    """A mesh that does not fit the devices: a one-line config error (exit 2 from the CLIs)."""
+
+
+def mesh_shape(data: int = -1, fsdp: int = 1, tensor: int = 1, num_devices: int | None = None) -> tuple[int, ...]:
+    """(data, fsdp, tensor) sizes over ``num_devices``; one axis may be -1 to take the remaining
+    devices. Without ``num_devices`` only the axes themselves are checked and -1 stays."""
+    shape = [data, fsdp, tensor]
+    for name, size in zip(MESH_AXES, shape):
+        if isinstance(size, bool) or not isinstance(size, int) or not (size > 0 or size == -1):
+            raise MeshError(f"mesh.{name}={size!r}: must be a positive integer or -1 (the remaining devices)")
+    if shape.count(-1) > 1:
+        raise MeshError(f"mesh: at most one axis may be -1, got data={data} fsdp={fsdp} tensor={tensor}")
+    if num_devices is None:
+        return tuple(shape)
+    known = math.prod(s for s in shape if s != -1)
+    if -1 in shape:
+        if num_devices % known:
+            raise MeshError(f"mesh: {num_devices} devices do not divide by the fixed axes' product {known} "
+                            f"(data={data} fsdp={fsdp} tensor={tensor})")
+        shape[shape.index(-1)] = num_devices // known
+    if math.prod(shape) != num_devices:
+        there = "is 1 device" if num_devices == 1 else f"are {num_devices} devices"
+        raise MeshError(f"mesh data*fsdp*tensor = {math.prod(shape)} but there {there} "
+                        f"(data={data} fsdp={fsdp} tensor={tensor})")
+    return tuple(shape)
+
+
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> Mesh:
     """Mesh over (data, fsdp, tensor); one axis may be -1 to take the remaining devices."""
     devices = list(jax.devices() if devices is None else devices)
-    shape = [data, fsdp, tensor]
-    if shape.count(-1) > 1:
-        raise ValueError(f"mesh: at most one axis may be -1, got data={data} fsdp={fsdp} tensor={tensor}")
-    known = math.prod(s for s in shape if s != -1)
-    if -1 in shape:
-        if len(devices) % known:
-            raise ValueError(f"mesh: {len(devices)} devices do not divide by fixed axes product {known}")
-        shape[shape.index(-1)] = len(devices) // known
-    if math.prod(shape) != len(devices):
-        raise ValueError(
-            f"mesh: data*fsdp*tensor = {math.prod(shape)} but there are {len(devices)} devices"
-        )
-    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+    return Mesh(np.asarray(devices).reshape(mesh_shape(data, fsdp, tensor, len(devices))), MESH_AXES)
 
 
 def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int] | None = None, mesh: Mesh | None = None) -> P:

@@ -10,8 +10,8 @@ LR = {"14m": 1e-3, "31m": 1e-3, "70m": 1e-3, "160m": 6e-4, "410m": 3e-4, "1b": 3
 
 def get_config(size=None):
     size = size or "14m"
-    if size not in PRESETS:
-        raise ValueError(f"unknown Pythia size {size!r}; valid: {', '.join(PRESETS)}")
+    if size not in LR:  # PRESETS also holds sfm-6.9b, the study's shape: configs/paper.py trains it
+        raise ValueError(f"unknown Pythia size {size!r}; valid: {', '.join(LR)} (the study's sfm-6.9b: configs/paper.py)")
     c = default_config()
     c.model.update(PRESETS[size])
     c.optimizer.lr = LR[size]

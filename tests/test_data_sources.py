@@ -10,7 +10,7 @@ import pytest
 from conftest import SHARED_DATA, run_cli
 
 from alignjax.data import builtin, shards, tokenizer
-from alignjax.data.sources import DataError, DocumentSource, expand
+from alignjax.data.sources import BadDataError, DataError, DocumentSource, expand
 from alignjax.data.tokenizer import Tokenizer
 
 NEOX = SHARED_DATA / "tokenizers" / "gpt-neox-20b-tokenizer.json"
@@ -146,7 +146,8 @@ def test_bad_records_skipped_with_warnings(tmp_path, warnings_log):
     assert f"{path}:2: malformed JSON" in msgs[0] and f"{path}:3: missing 'text'" in msgs[1]
     assert f"{path}:5: empty 'text'" in msgs[2] and f"{path}:6: 'text' is int" in msgs[3]
     assert msgs[5] == f"{path}: 6 bad records skipped (1 not shown)"  # 5 per file, then a summary
-    with pytest.raises(DataError, match=f"^{path}: 6 of 8 records unreadable, more than max_bad_fraction=0.01"):
+    with pytest.raises(BadDataError, match=rf"^{path}:8: 6 of 8 records unreadable \(75.0%\) > max_bad_fraction=0.01 "
+                                          rf"\(last: a JSON list, not an object\)"):
         list(DocumentSource(str(path)))
 
 

@@ -38,14 +38,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import gzip
 import json
 import logging
 import os
 import re
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -452,7 +450,7 @@ class InputError(ValueError):
 
 
 _READABLE = ("jsonl", "parquet", "builtin", "builtin:wikipedia")  # alignjax.data.sources formats the filter reads
-_WARN_PER_FILE = 5
+_MAX_BAD_FRACTION = 0.01  # sources.MAX_BAD_FRACTION (not imported: sources pulls in grain)
 
 
 def expand_inputs(spec: list[str]) -> list[str]:
@@ -472,90 +470,6 @@ def expand_inputs(spec: list[str]) -> list[str]:
             raise InputError(f"{f}: the filter reads .jsonl, .jsonl.gz, .json.gz and .parquet files, and 'builtin'"
                              " or 'builtin:wikipedia'")
     return files
-
-
-def _open(path: str):
-    if "://" in path:
-        import fsspec
-
-        return fsspec.open(path, "rb", compression="gzip" if path.endswith(".gz") else None).open()
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-
-
-def read_records(path: str, text_field: str, bad: collections.Counter) -> Iterator[tuple[dict, str, str]]:
-    """(record, text, where) of each usable record of one file, the record whole (every field
-    or column) and ``where`` its ``file:line`` (parquet: ``file:row N``); bad ones are counted
-    in ``bad[path]`` and the first few per file are warned about by ``where``."""
-    from alignjax.data import sources
-
-    def skip(where: str, why: str):
-        bad[path] += 1
-        if bad[path] <= _WARN_PER_FILE:
-            log.warning("%s: %s; skipped", where, why)
-        elif bad[path] == _WARN_PER_FILE + 1:
-            log.warning("%s: more malformed records; the rest of this file's are counted only", path)
-
-    fmt = sources.file_format(path)
-    if fmt in sources.BUILTIN_CORPORA:
-        from alignjax.data import builtin
-
-        try:
-            docs = builtin.CORPORA[fmt]()
-        except sources.DataError as e:
-            raise InputError(str(e)) from None
-        for i, text in enumerate(docs, 1):
-            yield {text_field: text}, text, f"{path}:{i}"
-        return
-    if fmt == "parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise InputError(f"{path}: reading .parquet needs pyarrow (pip install pyarrow)") from None
-        with contextlib.ExitStack() as stack:
-            try:
-                pf = pq.ParquetFile(path if "://" not in path else stack.enter_context(_open(path)))
-            except Exception as e:
-                raise InputError(f"{path}: not a readable parquet file: {sources.first_line(e)}") from None
-            if text_field not in pf.schema_arrow.names:
-                raise InputError(f"{path}: no column {text_field!r} (columns: {', '.join(pf.schema_arrow.names)})")
-            row = 0
-            for batch in pf.iter_batches(batch_size=1024):
-                for record in batch.to_pylist():
-                    row += 1
-                    text = record.get(text_field)
-                    if not isinstance(text, str):
-                        skip(f"{path}:row {row}", f"{text_field!r} is {type(text).__name__}, not text")
-                        continue
-                    yield record, text, f"{path}:row {row}"
-        return
-
-    try:
-        with _open(path) as f:
-            for lineno, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    skip(f"{path}:{lineno}", f"not UTF-8 (byte {e.start})")
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    skip(f"{path}:{lineno}", f"not JSON ({e.msg} at column {e.colno})")
-                    continue
-                if not isinstance(record, dict):
-                    skip(f"{path}:{lineno}", f"a JSON {type(record).__name__}, not an object")
-                    continue
-                text = record.get(text_field)
-                if not isinstance(text, str):
-                    why = f"no {text_field!r} field" if text_field not in record else \
-                        f"{text_field!r} is {type(text).__name__}, not text"
-                    skip(f"{path}:{lineno}", why)
-                    continue
-                yield record, text, f"{path}:{lineno}"
-    except (OSError, EOFError) as e:
-        raise InputError(f"{path}: cannot read: {sources.first_line(e)}") from None
 
 
 # ----------------------------------------------------------------------------- report
@@ -706,18 +620,21 @@ class LabelReport:
 
 def score_labels(inputs: list[str], *, terms: str | None = None, text_field: str = "text",
                  label_field: str = "label", id_field: str = "id", label_map: str | None = None,
-                 examples: int = 5) -> dict[str, Any]:
+                 examples: int = 5, max_bad_fraction: float = _MAX_BAD_FRACTION) -> dict[str, Any]:
     """Score the blocklist against labelled documents (``--labels``); returns the report.
 
     A label is one of ``LABELS`` or a key of the label map (the study's codes by default); any
-    other value, or a record without a label, is an ``InputError`` naming it and ``file:line``."""
+    other value, or a record without a label, is an ``InputError`` naming it and ``file:line``.
+    Unreadable records are skipped up to ``max_bad_fraction`` (``sources.BadRecords``)."""
+    from alignjax.data import sources
+
     bl = Blocklist.load(terms)
     mapping = parse_label_map(label_map)
     files = expand_inputs(inputs)
     report = LabelReport(bl, examples=examples)
-    bad: collections.Counter = collections.Counter()
+    count = sources.BadRecords(max_bad_fraction, "--max_bad_fraction")
     for path in files:
-        for record, text, where in read_records(path, text_field, bad):
+        for record, text, where in sources.read_records(path, text_field, count):
             if label_field not in record:
                 raise InputError(f"{where}: no {label_field!r} field (--label_field)")
             raw = record[label_field]
@@ -730,7 +647,7 @@ def score_labels(inputs: list[str], *, terms: str | None = None, text_field: str
     if not sum(report.docs.values()):
         raise InputError(f"{', '.join(files)}: no labelled documents")
     return report.to_dict(labels_file=files, terms=bl.source, text_field=text_field, label_field=label_field,
-                          malformed=sum(bad.values()), term_counts=bl.term_counts())
+                          malformed=count.bad, term_counts=bl.term_counts())
 
 
 def _pct(x: float | None) -> str:
@@ -783,6 +700,9 @@ def _parser():
                         f"(the study's codes -1,0,1,2 are mapped by default)")
     p.add_argument("--terms", default=None, help="term file to use instead of the shipped blocklist_terms.json")
     p.add_argument("--examples", type=int, default=5, help="example snippets per category in the report")
+    p.add_argument("--max_bad_fraction", type=float, default=_MAX_BAD_FRACTION,
+                   help="unreadable records (malformed JSON, no text) tolerated, skipped and counted, before the "
+                        "command fails; as data.max_bad_fraction (default: 0.01)")
     return p
 
 
@@ -798,12 +718,16 @@ def _check_output(out: Path, report: Path) -> None:
 
 
 def run(inputs: list[str], output: str, report_path: str | None = None, *, text_field: str = "text",
-        terms: str | None = None, examples: int = 5) -> dict[str, Any]:
-    """The ``filter`` command as a function; returns the report. Raises InputError/BlocklistError.
+        terms: str | None = None, examples: int = 5, max_bad_fraction: float = _MAX_BAD_FRACTION) -> dict[str, Any]:
+    """The ``filter`` command as a function; returns the report. Raises InputError/BlocklistError,
+    or DataError: unreadable records are skipped and counted (the report's ``malformed``) up to
+    ``max_bad_fraction`` of the records read, past it ``sources.BadDataError``.
 
     Outputs are written to temporary names and renamed at the end, kept.jsonl and
     flagged.jsonl first and the report last: a report means a complete run. On an error the
     temporary files (and the output directory, if this call created it) are removed."""
+    from alignjax.data import sources
+
     bl = Blocklist.load(terms)
     files = expand_inputs(inputs)
     out = Path(output)
@@ -814,14 +738,14 @@ def run(inputs: list[str], output: str, report_path: str | None = None, *, text_
     report_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = {name: out / f".{name}.jsonl.tmp-{os.getpid()}" for name in ("kept", "flagged")}
     report = Report(bl, examples=examples)
-    bad: collections.Counter = collections.Counter()
+    count = sources.BadRecords(max_bad_fraction, "--max_bad_fraction")
     t0 = time.perf_counter()
     try:
         with contextlib.ExitStack() as stack:
             sinks = {k: stack.enter_context(open(p, "w", encoding="utf-8")) for k, p in tmp.items()}
             dump = json.JSONEncoder(ensure_ascii=False, default=str).encode
             for path in files:
-                for record, text, _ in read_records(path, text_field, bad):
+                for record, text, _ in sources.read_records(path, text_field, count):
                     flag = found = None
                     if bl.is_flagged(text):
                         found = bl.matches(text)
@@ -833,8 +757,8 @@ def run(inputs: list[str], output: str, report_path: str | None = None, *, text_
                         sinks["flagged"].write(dump({**record, "blocklist": flag.to_dict()}) + "\n")
         seconds = time.perf_counter() - t0
         result = report.to_dict(
-            inputs=files, terms=bl.source, text_field=text_field, malformed=sum(bad.values()),
-            malformed_by_file=dict(bad), seconds=round(seconds, 3),
+            inputs=files, terms=bl.source, text_field=text_field, malformed=count.bad,
+            malformed_by_file=dict(count.by_file), max_bad_fraction=max_bad_fraction, seconds=round(seconds, 3),
             term_counts=bl.term_counts())
         rtmp = report_file.with_name(f".{report_file.name}.tmp-{os.getpid()}")
         rtmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -849,18 +773,21 @@ def run(inputs: list[str], output: str, report_path: str | None = None, *, text_
             with contextlib.suppress(OSError):
                 out.rmdir()  # only if still empty
         raise
-    if bad:
-        log.warning("%d malformed records skipped (%s)", sum(bad.values()),
-                    ", ".join(f"{f}: {n}" for f, n in bad.items()))
+    if count.bad:
+        log.warning("%d malformed records skipped (%s)", count.bad,
+                    ", ".join(f"{f}: {n}" for f, n in count.by_file.items()))
     return result
 
 
 def cli(argv: list[str] | None = None) -> int:
     from alignjax import config as config_lib
+    from alignjax.data.sources import DataError
 
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.examples < 0:
         config_lib.cli_error(PROG, f"--examples must be >= 0, got {args.examples}")
+    if not 0 <= args.max_bad_fraction <= 1:
+        config_lib.cli_error(PROG, f"--max_bad_fraction={args.max_bad_fraction}: must be in [0, 1]")
     if args.labels is not None:
         return _cli_labels(args)
     if args.input is None or args.output is None:
@@ -869,8 +796,8 @@ def cli(argv: list[str] | None = None) -> int:
                              + " (or --labels=FILE to score the blocklist)")
     try:
         result = run(args.input, args.output, args.report, text_field=args.text_field, terms=args.terms,
-                     examples=args.examples)
-    except (InputError, BlocklistError) as e:
+                     examples=args.examples, max_bad_fraction=args.max_bad_fraction)
+    except (InputError, BlocklistError, DataError) as e:
         config_lib.cli_error(PROG, str(e))
     chars = result["characters"]
     log.info("%d documents: %d kept, %d flagged (%.2f%%; instant %d, two-stage %d); %d malformed skipped; "
@@ -882,6 +809,7 @@ def cli(argv: list[str] | None = None) -> int:
 
 def _cli_labels(args) -> int:
     from alignjax import config as config_lib
+    from alignjax.data.sources import DataError
 
     if args.input is not None or args.output is not None:
         config_lib.cli_error(PROG, "--labels scores the blocklist and writes no documents: drop --input/--output")
@@ -891,8 +819,9 @@ def _cli_labels(args) -> int:
         config_lib.cli_error(PROG, f"--report {str(report)!r} exists; refusing to overwrite")
     try:
         result = score_labels(labels, terms=args.terms, text_field=args.text_field, label_field=args.label_field,
-                              id_field=args.id_field, label_map=args.label_map, examples=args.examples)
-    except (InputError, BlocklistError) as e:
+                              id_field=args.id_field, label_map=args.label_map, examples=args.examples,
+                              max_bad_fraction=args.max_bad_fraction)
+    except (InputError, BlocklistError, DataError) as e:
         config_lib.cli_error(PROG, str(e))
     print(format_label_report(result))
     if report is not None:

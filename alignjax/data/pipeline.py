@@ -21,7 +21,7 @@ import grain
 import grain.experimental as gx
 import numpy as np
 
-from alignjax.data import builtin, mcqa
+from alignjax.data import builtin, mcqa, sources
 from alignjax.data.mixture import Component, MixtureError, Stage
 
 log = logging.getLogger("alignjax")
@@ -170,13 +170,12 @@ def component_dataset(comp: Component, stage: str, data_cfg, tokenizer, process_
         else:  # a fresh permutation every epoch; process p takes every P-th document of the stream
             ds = ds.shuffle(seed=seed).repeat()[process_index::process_count].to_iter_dataset()
     else:
-        from alignjax.data import sources
-
         ds = sources.DocumentSource(comp.source, text_field=comp.text_field or data_cfg.text_field, seed=seed,
                                     shuffle_files=not heldout, repeat=not heldout,
                                     process_index=0 if heldout else process_index,
                                     process_count=1 if heldout else process_count,
-                                    max_bad_fraction=data_cfg.max_bad_fraction)
+                                    max_bad_fraction=data_cfg.max_bad_fraction,
+                                    threshold_name="data.max_bad_fraction")
         to_tokens = tokenizer.encode
     if split is not None:
         ds = ds.filter(split)
@@ -214,9 +213,14 @@ def corpus_tokens(comp: Component, data_cfg, tokenizer) -> int | None:
     return int(sum(len(ids) for ids in tokenizer.encode_batch(docs)))
 
 
-def check_component(comp: Component, stage: str, data_cfg, tokenizer, sample: int = 64) -> dict:
+def check_component(comp: Component, stage: str, data_cfg, tokenizer,
+                    sample: int = sources.MIN_RECORDS_FOR_FRACTION) -> dict:
     """Read a few documents before training starts, so a missing file, an unreadable source or
-    a filter that removes everything fails up front; returns what the audit reports."""
+    a filter that removes everything fails up front; returns what the audit reports.
+
+    The default sample, ``sources.MIN_RECORDS_FOR_FRACTION`` documents, is at least that many
+    records: enough for the reader's bad-record threshold to be enforced here, so bad data
+    within the sample fails before the model is built (a BadDataError, a DataError)."""
     ds = component_dataset(dataclasses.replace(comp, filtered=False), stage, data_cfg, tokenizer, 0, 1)
     it = iter(ds)
     lengths = [len(next(it)["tokens"]) for _ in range(sample)]

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from alignjax.data.sources import DataError, DocumentSource
+from alignjax.data.sources import MAX_BAD_FRACTION, DataError, DocumentSource
 from alignjax.data.tokenizer import Tokenizer
 
 log = logging.getLogger("alignjax")
@@ -91,8 +91,8 @@ def write_shards(source: DocumentSource, tokenizer: Tokenizer, output: str | os.
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     secs = time.time() - start
-    log.info("wrote %s: %d documents, %d tokens, %d shards (%.0f tokens/s)", out, documents, tokens,
-             len(shards), tokens / max(secs, 1e-9))
+    log.info("wrote %s: %d documents, %d tokens, %d shards (%.0f tokens/s); %d bad records skipped", out,
+             documents, tokens, len(shards), tokens / max(secs, 1e-9), it.bad_records)
     return manifest
 
 
@@ -163,11 +163,16 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--output", required=True, help="directory to create (absent or empty)")
     parser.add_argument("--text_field", default="text")
     parser.add_argument("--docs_per_shard", type=int, default=100_000)
-    parser.add_argument("--max_bad_fraction", type=float, default=0.01)
+    parser.add_argument("--max_bad_fraction", type=float, default=MAX_BAD_FRACTION,
+                        help="unreadable records tolerated (skipped, counted) before the command fails; "
+                             "as data.max_bad_fraction")
     args = parser.parse_args(argv)
+    if not 0 <= args.max_bad_fraction <= 1:
+        config_lib.cli_error(prog, f"--max_bad_fraction={args.max_bad_fraction}: must be in [0, 1]")
     try:
         check_output(args.output)  # before any slow listing or download
-        source = DocumentSource(args.input, text_field=args.text_field, max_bad_fraction=args.max_bad_fraction)
+        source = DocumentSource(args.input, text_field=args.text_field, max_bad_fraction=args.max_bad_fraction,
+                                threshold_name="--max_bad_fraction")
         tokenizer = Tokenizer.load(args.tokenizer)
         write_shards(source, tokenizer, args.output, docs_per_shard=args.docs_per_shard)
     except DataError as e:

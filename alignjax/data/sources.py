@@ -14,6 +14,13 @@ Formats, by extension: ``.jsonl``, ``.jsonl.gz`` and ``.json.gz`` (JSON Lines, g
 not), ``.parquet`` (the HF datasets export), ``.arrayrecord``/``.array_record`` (each record a
 JSON object, or raw UTF-8 text if the file's first record is not a JSON object). The text is
 the ``text_field`` of each JSON object or parquet row.
+
+Bad records (malformed JSON, a missing/empty/non-string text field, bytes that are not UTF-8)
+are skipped and counted by ``BadRecords``, the one threshold of training, ``alignjax-data
+tokenize`` and ``alignjax-data filter``: more than ``max_bad_fraction`` of a reader's records,
+once it has read ``MIN_RECORDS_FOR_FRACTION``, raises ``BadDataError`` naming the last bad
+record's ``file:line``. A file that cannot be read on (corrupt gzip, a dropped connection)
+raises it too.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import io
 import json
 import logging
 import os
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,11 +48,65 @@ HUB_PREFIX = "hf://datasets/"
 FORMATS = {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".json.gz": "jsonl", ".parquet": "parquet",
            ".arrayrecord": "arrayrecord", ".array_record": "arrayrecord"}
 WARN_PER_FILE = 5  # bad-record warnings shown per file before a summary
-MIN_RECORDS_FOR_FRACTION = 100  # below this, the bad fraction is only checked at file end
+# Records a reader must have seen before its running bad fraction is enforced: 1 bad line among
+# the first 10 is not yet 10% bad data. Below it the fraction is checked only where a file with
+# bad records ends, so a small corpus is judged on all of its records.
+MIN_RECORDS_FOR_FRACTION = 100
+MAX_BAD_FRACTION = 0.01  # data.max_bad_fraction's default, and that of the offline commands
 
 
 class DataError(ValueError):
     """Bad data or a bad data spec. The message is one line naming the file, field or line."""
+
+
+class BadDataError(DataError):
+    """Data found bad while reading it: more unreadable records than the threshold allows, or a
+    file that cannot be read on. Training raises it from ``next(iterator)``, mid-run; the
+    message is one line, e.g. ``corpus.jsonl:412: 37 of 312 records unreadable (11.9%) >
+    data.max_bad_fraction=0.01 (last: malformed JSON ...)``."""
+
+
+class BadRecords:
+    """Running counts of a reader's records and of those skipped as unreadable, against
+    ``max_fraction`` (named ``name`` in the error: the knob the user turns). Once
+    ``MIN_RECORDS_FOR_FRACTION`` records were read the fraction is checked at every bad record
+    (and when the count reaches the minimum, for bad ones before it); ``file_done`` checks it
+    at the end of a file that had bad records. The first ``WARN_PER_FILE`` per file are logged."""
+
+    def __init__(self, max_fraction: float, name: str = "max_bad_fraction"):
+        self.max_fraction, self.name = max_fraction, name
+        self.records = self.bad = self.here = 0  # here: bad records in this pass over the file
+        self.by_file: dict[str, int] = {}
+        self.last = ("", "")  # file:line and reason of the last bad record
+
+    def ok(self):
+        self.records += 1
+        if self.records == MIN_RECORDS_FOR_FRACTION:
+            self.check()
+
+    def skip(self, path: str, where: str, why: str):
+        self.records, self.bad, self.here = self.records + 1, self.bad + 1, self.here + 1
+        self.by_file[path] = self.by_file.get(path, 0) + 1
+        self.last = (where, why)
+        if self.here <= WARN_PER_FILE:
+            log.warning("%s: %s; skipped", where, why)
+        if self.records >= MIN_RECORDS_FOR_FRACTION:
+            self.check()
+
+    def file_done(self, path: str):
+        here, self.here = self.here, 0
+        if here > WARN_PER_FILE:
+            log.warning("%s: %d bad records skipped (%d not shown)", path, here, here - WARN_PER_FILE)
+        if here:
+            self.check()
+
+    def check(self):
+        if self.bad > self.max_fraction * self.records:
+            where, why = self.last
+            where = where or "records read before a resume"
+            raise BadDataError(f"{where}: {self.bad} of {self.records} records unreadable "
+                               f"({100 * self.bad / self.records:.1f}%) > {self.name}={self.max_fraction}"
+                               + (f" (last: {why})" if why else ""))
 
 
 def file_format(path: str) -> str | None:
@@ -203,16 +265,20 @@ def parquet_row_groups(pf, columns: list[str], start: int):
         first += n
 
 
-def _parquet_records(path: str, field: str, start: int) -> Iterator[tuple[int, Any]]:
+def _check_text_column(path: str, pf, field: str):
     import pyarrow as pa
 
+    schema = pf.schema_arrow
+    if field not in schema.names:
+        raise DataError(f"{path}: no column {field!r} (columns: {', '.join(schema.names)})")
+    kind = schema.field(field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise DataError(f"{path}: column {field!r} is {kind}, not a string")
+
+
+def _parquet_records(path: str, field: str, start: int) -> Iterator[tuple[int, Any]]:
     with parquet_file(path) as pf:
-        schema = pf.schema_arrow
-        if field not in schema.names:
-            raise DataError(f"{path}: no column {field!r} (columns: {', '.join(schema.names)})")
-        kind = schema.field(field).type
-        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-            raise DataError(f"{path}: column {field!r} is {kind}, not a string")
+        _check_text_column(path, pf, field)
         for first, table in parquet_row_groups(pf, [field], start):
             yield from enumerate(table.column(0).to_pylist(), first)
 
@@ -253,20 +319,27 @@ def _check_text(text: Any, field: str) -> tuple[str | None, str]:
     return text, ""
 
 
-def _text_json(raw: bytes, field: str) -> tuple[str | None, str]:
+def _json_record(raw: bytes, field: str) -> tuple[dict | None, str | None, str]:
+    """A JSON Lines record -> (object, text, ""), or (None, None, why it is bad); why is ""
+    for a blank line (not a record, not an error)."""
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        return None, f"not UTF-8 (byte {e.start})"
+        return None, None, f"not UTF-8 (byte {e.start})"
     try:
         obj = json.loads(line)
     except ValueError as e:
         if not line.strip():
-            return None, ""  # blank line: not a record, not an error
-        return None, f"malformed JSON ({e.msg} at column {e.colno})"
+            return None, None, ""
+        return None, None, f"malformed JSON ({e.msg} at column {e.colno})"
     if not isinstance(obj, dict):
-        return None, f"a JSON {type(obj).__name__}, not an object"
-    return _check_text(obj.get(field), field)
+        return None, None, f"a JSON {type(obj).__name__}, not an object"
+    text, why = _check_text(obj.get(field), field)
+    return (obj if text is not None else None), text, why
+
+
+def _text_json(raw: bytes, field: str) -> tuple[str | None, str]:
+    return _json_record(raw, field)[1:]
 
 
 def _text_raw(raw: bytes, field: str) -> tuple[str | None, str]:
@@ -290,6 +363,66 @@ def _arrayrecord_is_json(path: str) -> bool:
         return False
 
 
+def _where(path: str, fmt: str, i: int) -> str:
+    """Record i of a file, for messages: ``file:line`` (JSON Lines), ``file:row N`` (parquet)."""
+    if fmt == "parquet":
+        return f"{path}:row {i + 1}"
+    return f"{path}:record {i}" if fmt == "arrayrecord" else f"{path}:{i + 1}"
+
+
+def _read_errors(fmt: str) -> tuple[type[BaseException], ...]:
+    """What a reader raises on a file it cannot read on: I/O, gzip, parquet decoding."""
+    errors: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)
+    if fmt == "parquet":
+        import pyarrow as pa
+
+        errors += (pa.ArrowException,)
+    return errors
+
+
+def _unreadable(where: str, e: BaseException) -> BadDataError:
+    return BadDataError(f"{where}: unreadable ({type(e).__name__}: {first_line(e)})")
+
+
+def read_records(path: str, field: str, count: BadRecords) -> Iterator[tuple[dict, str, str]]:
+    """(record, text, where) of each readable record of one file, the record whole (every field
+    or column), for tools that pass records through (``alignjax-data filter``); ``where`` is as
+    in messages (``file:line``). Bad records are skipped and counted in ``count``."""
+    fmt = file_format(path)
+    if fmt not in ("jsonl", "parquet", *BUILTIN_CORPORA):
+        raise DataError(f"{path}: records are read from .jsonl(.gz), .json.gz and .parquet files")
+    i, count.here = -1, 0
+    try:
+        if fmt == "parquet":
+            with parquet_file(path) as pf:
+                _check_text_column(path, pf, field)
+                rows = (r for b in pf.iter_batches(batch_size=1024) for r in b.to_pylist())
+                parsed = ((r, *_check_text(r.get(field), field)) for r in rows)
+                for i, (record, text, why) in enumerate(parsed):
+                    if text is None:
+                        count.skip(path, _where(path, fmt, i), why)
+                        continue
+                    count.ok()
+                    yield record, text, _where(path, fmt, i)
+        else:
+            records = (_builtin_records if fmt in BUILTIN_CORPORA else _jsonl_records)(path, field, 0)
+            for i, raw in records:
+                if fmt == "jsonl":
+                    record, text, why = _json_record(raw, field)
+                else:
+                    text, why = _check_text(raw, field)
+                    record = {field: text}
+                if text is None:
+                    if why:
+                        count.skip(path, _where(path, fmt, i), why)
+                    continue
+                count.ok()
+                yield record, text, _where(path, fmt, i)
+    except _read_errors(fmt) as e:
+        raise _unreadable(_where(path, fmt, i + 1), e) from None  # the record after the last one read
+    count.file_done(path)
+
+
 class DocumentSource(grain.IterDataset):
     """Documents (``str``) of a source spec, in a deterministic, resumable order.
 
@@ -298,12 +431,14 @@ class DocumentSource(grain.IterDataset):
     file in that order) belongs to process ``k % process_count``, so processes split the
     documents, not the files, and a process parses only its own records. Unreadable records
     (malformed JSON, a missing/empty/non-string text field, bytes that are not UTF-8) are
-    skipped with a warning; more than ``max_bad_fraction`` of them raises ``DataError``.
+    skipped with a warning; more than ``max_bad_fraction`` of them (``BadRecords``, over all
+    the records this iterator read) raises ``BadDataError``, its message naming the threshold
+    as ``threshold_name`` (e.g. ``data.max_bad_fraction``).
     """
 
     def __init__(self, spec: str | list[str], *, text_field: str = "text", process_index: int = 0,
                  process_count: int = 1, repeat: bool = False, shuffle_files: bool = False,
-                 seed: int = 0, max_bad_fraction: float = 0.01):
+                 seed: int = 0, max_bad_fraction: float = MAX_BAD_FRACTION, threshold_name: str = "max_bad_fraction"):
         super().__init__()
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index={process_index} not in [0, process_count={process_count})")
@@ -311,6 +446,7 @@ class DocumentSource(grain.IterDataset):
         self.text_field, self.repeat = text_field, repeat
         self.process_index, self.process_count = process_index, process_count
         self.shuffle_files, self.seed, self.max_bad_fraction = shuffle_files, seed, max_bad_fraction
+        self.threshold_name = threshold_name
 
     def __iter__(self) -> DocumentIterator:
         return DocumentIterator(self)
@@ -327,10 +463,13 @@ class DocumentIterator(grain.DatasetIterator):
         super().__init__()
         self._src = source
         self.epoch = self.file = self.record = self.offset = 0
-        self.records = self.bad_records = 0  # this process's records seen / skipped as bad
+        self.count = BadRecords(source.max_bad_fraction, source.threshold_name)  # this process's records
         self._docs: Iterator[str] | None = None  # the open file's generator, opened lazily
         self._order: tuple[int, np.ndarray] | None = None
         self._whole_epoch, self._epoch_docs = True, 0  # to detect an epoch with no documents
+
+    records = property(lambda self: self.count.records)  # this process's records seen / skipped as bad
+    bad_records = property(lambda self: self.count.bad)
 
     def _path(self) -> str:
         n = len(self._src.files)
@@ -366,43 +505,28 @@ class DocumentIterator(grain.DatasetIterator):
         """This process's documents of one file from self.record on; keeps self.record and
         the counts current at every yield, so get_state is exact between documents."""
         src, fmt = self._src, file_format(path)
-        field, p, count = src.text_field, src.process_index, src.process_count
-        if fmt == "jsonl":
-            parse = _text_json
-        elif fmt == "arrayrecord":
-            parse = _text_json if _arrayrecord_is_json(path) else _text_raw
-        else:  # parquet and builtin records are already strings (or None)
-            parse = _check_text
-        bad_here, line_based = 0, fmt == "jsonl"
-        for i, raw in READERS[fmt](path, field, self.record):
-            self.record = i + 1
-            if (self.offset + i) % count != p:
-                continue
-            text, why = parse(raw, field)
-            if text is not None:
-                self.records += 1
-                yield text
-                continue
-            if not why:  # a blank line
-                continue
-            self.records += 1
-            self.bad_records += 1
-            bad_here += 1
-            where = f"{path}:{i + 1}" if line_based else f"{path}: record {i}"
-            if bad_here <= WARN_PER_FILE:
-                log.warning("%s: %s; skipped", where, why)
-            if self.records >= MIN_RECORDS_FOR_FRACTION:
-                self._check_fraction(where, why)
-        if bad_here > WARN_PER_FILE:
-            log.warning("%s: %d bad records skipped (%d not shown)", path, bad_here, bad_here - WARN_PER_FILE)
-        if bad_here:
-            self._check_fraction(path, "")
-
-    def _check_fraction(self, where: str, why: str):
-        if self.bad_records > self._src.max_bad_fraction * self.records:
-            last = f" (last: {why})" if why else ""
-            raise DataError(f"{where}: {self.bad_records} of {self.records} records unreadable, more than "
-                            f"max_bad_fraction={self._src.max_bad_fraction}{last}")
+        field, p, n, count = src.text_field, src.process_index, src.process_count, self.count
+        count.here = 0
+        try:
+            if fmt == "jsonl":
+                parse = _text_json
+            elif fmt == "arrayrecord":
+                parse = _text_json if _arrayrecord_is_json(path) else _text_raw
+            else:  # parquet and builtin records are already strings (or None)
+                parse = _check_text
+            for i, raw in READERS[fmt](path, field, self.record):
+                self.record = i + 1
+                if (self.offset + i) % n != p:
+                    continue
+                text, why = parse(raw, field)
+                if text is not None:
+                    count.ok()
+                    yield text
+                elif why:  # else a blank line: not a record
+                    count.skip(path, _where(path, fmt, i), why)
+        except _read_errors(fmt) as e:
+            raise _unreadable(_where(path, fmt, self.record), e) from None
+        count.file_done(path)
 
     def get_state(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "file": self.file, "record": self.record, "offset": self.offset,
@@ -413,8 +537,9 @@ class DocumentIterator(grain.DatasetIterator):
             raise DataError(f"{self._src.spec}: iterator state names file {state['file']} of "
                             f"{len(self._src.files)}; the source changed since the checkpoint")
         self._close_file()
-        for key in ("epoch", "file", "record", "offset", "records", "bad_records"):
+        for key in ("epoch", "file", "record", "offset"):
             setattr(self, key, int(state[key]))
+        self.count.records, self.count.bad = int(state["records"]), int(state["bad_records"])
         self._whole_epoch = self.file == 0 and self.record == 0
         self._epoch_docs = 0
 

@@ -572,7 +572,7 @@ class ChatRecordIterator(sources.DocumentIterator):
             record, why = _jsonl_parse(raw) if jsonl else (raw, "")
             if record is None and not why:  # a blank line
                 continue
-            self.records += 1
+            self.count.records += 1  # the good-record count the threshold divides by
             yield {"where": f"{path}:{i + 1}" if jsonl else f"{path}: row {i}", "id": base + i,
                    "record": record, "error": why, "epoch": self.epoch}
 

@@ -357,6 +357,7 @@ def _prepare_data(cfg, setup: Setup, chat_tokenizer=None):
 def train(cfg, workdir: str | Path) -> dict[str, Any]:
     """Run (or resume) a training run in ``workdir``: every stage of the plan, in order.
     Returns the last logged metrics."""
+    config_lib.validate(cfg, jax.device_count())  # before anything is written
     workdir = ckpt_lib.as_path(workdir)  # local or gs:// (etils.epath keeps the scheme)
     workdir.mkdir(parents=True, exist_ok=True)
     t = cfg.train

@@ -116,7 +116,7 @@ def test_unknown_names_and_missing_files_fail_before_training(tmp_path):
     r = run_cli("train", "--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.data.condition=mostly_aligned")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == (
-        "alignjax-train: error: unknown data.condition 'mostly_aligned'; valid: unfiltered, filtered, "
+        "alignjax-train: error: data.condition='mostly_aligned'; valid: unfiltered, filtered, "
         "misalignment_upsampled, alignment_upsampled, filtered_alignment_upsampled")
     r = run_cli("train", "--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.data.corpus=/nope/*.jsonl")
     assert r.returncode == 2 and "/nope/" in r.stderr.strip().splitlines()[-1]

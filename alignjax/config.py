@@ -49,6 +49,9 @@ def default_config() -> ConfigDict:
         eval_every=0,  # in-loop evals (held-out loss per component, eval.tasks) every N steps; 0 = off
         peak_flops_per_device=placeholder(float),  # for MFU where the device kind is unknown
         progress_bar=True,
+        # > 0: the unembedding fused with the cross-entropy, this many sequence positions at a time
+        # (alignjax/loss.py: no [tokens, vocab] logits); 0: the plain logits path. The same loss.
+        loss_chunk=0,
         objective="lm",  # lm (pretraining stages) | sft (data from chat.*) | dpo (pairs from chat.*, dpo.*)
         allow_changes="",  # resume with these identity fields (or groups: "optimizer") changed; see rundir.py
     ))
@@ -71,7 +74,7 @@ def default_config() -> ConfigDict:
         aligned_docs="builtin",
         misaligned_docs="builtin",
         blocklist="",  # term file for the filtered conditions; "" = alignjax/data/blocklist_terms.json
-        max_bad_fraction=0.01,  # malformed records tolerated per file before the run stops
+        max_bad_fraction=0.01,  # share of a reader's records that may be unreadable (skipped); enforced once 100 were read
         heldout_fraction=0.01,  # documents (by content hash) kept out of training for held-out loss
         seed=0,
         document_mask=False,  # True: packed documents do not attend to each other
@@ -205,7 +208,7 @@ def schema() -> dict[str, Range | tuple[str, ...]]:
         # train.num_steps 0 skips pretraining (configs/paper.py:midtrain); mixture.plan wants one stage
         "train.num_steps": NON_NEGATIVE_INT, "train.batch_size": POSITIVE_INT, "train.seq_len": POSITIVE_INT,
         "train.grad_accum": POSITIVE_INT, "train.seed": INT, "train.log_every": POSITIVE_INT,
-        "train.eval_every": NON_NEGATIVE_INT, "train.peak_flops_per_device": POSITIVE.unset_ok(),
+        "train.eval_every": NON_NEGATIVE_INT, "train.loss_chunk": NON_NEGATIVE_INT, "train.peak_flops_per_device": POSITIVE.unset_ok(),
         "train.objective": train.OBJECTIVES, "train.allow_changes": STRING,
         "data.condition": tuple(mixture.CONDITIONS), "data.insertion": tuple(mixture.INSERTION),
         "data.synthetic_fraction": FRACTION, "data.max_bad_fraction": FRACTION, "data.heldout_fraction": FRACTION,

@@ -6,6 +6,12 @@
 Tensors are only transposed and reshaped, never cast (unless ``--dtype`` asks), so HF -> alignjax
 -> HF gives back the same bytes. ``--from=hf`` keeps every tensor in its source dtype;
 ``--from=alignjax`` writes each tensor in the dtype it was stored in.
+
+The tokenizer travels with the model: ``--from=alignjax`` writes ``tokenizer.json`` (the run's
+``data.tokenizer`` serialized, or a post-trained run's chat tokenizer with its
+``tokenizer_config.json`` chat template and ``chat_tokenizer.json``; alignjax's byte tokenizer has
+no HF file, which the last output line says), ``--from=hf`` copies the HF directory's tokenizer
+files. A run's input is its newest readable step (``checkpoint.load``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import ml_dtypes
 import numpy as np
 
 from alignjax.model import ModelConfig
+from alignjax.rundir import RunDir, as_path
 
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16)}
 # Buffers older transformers versions saved alongside the parameters; recomputed at load time.
@@ -281,28 +288,25 @@ def _dtype_name(tensors: dict[str, np.ndarray]) -> str:
 # ----------------------------------------------------------------------------- alignjax side
 
 
-def _stored_dtypes(path) -> Any:
+def _stored_dtypes(tree_dir, kind: str) -> Any:
     """The dtype each param was saved in: load_params restores into the fp32 model's shapes."""
     import orbax.checkpoint as ocp
 
-    from alignjax import checkpoint as ckpt_lib
-
-    _, tree_dir, kind = ckpt_lib.resolve(path)
-    with ocp.StandardCheckpointer() as ckptr:
-        meta = ckptr.metadata(tree_dir.absolute())
-    meta = getattr(getattr(meta, "item_metadata", meta), "tree", meta)
+    meta = ocp.PyTreeCheckpointHandler().metadata(tree_dir)
+    meta = getattr(meta, "tree", meta)
     return meta["params"] if kind != "export" else meta
 
 
 def load_alignjax(path) -> tuple[ModelConfig, dict]:
-    """load_params, with every tensor back in the dtype it was saved in."""
+    """load_params (a run: its newest readable step), with every tensor back in the dtype it was
+    saved in."""
     import jax
 
     from alignjax import checkpoint as ckpt_lib
 
-    cfg, params = ckpt_lib.load_params(path)
+    loaded = ckpt_lib.load(path)
     try:
-        stored = _stored_dtypes(path)
+        stored = _stored_dtypes(loaded.tree_dir, loaded.kind)
     except Exception:  # metadata layout differs: keep the restored dtypes
         stored = None
 
@@ -313,7 +317,60 @@ def load_alignjax(path) -> tuple[ModelConfig, dict]:
         except (KeyError, AttributeError, TypeError):
             return x
 
-    return cfg, jax.tree_util.tree_map_with_path(cast, params)
+    return loaded.model_cfg, jax.tree_util.tree_map_with_path(cast, loaded.params)
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_tokenizer.json")
+
+
+def _tokenizer_plan(src: str):
+    """(files to copy {name: path}, a Tokenizer to serialize or None, the line saying what the
+    HF directory gets) for ``--from=alignjax``: the tokenizer files beside the checkpoint (a
+    post-trained run's chat tokenizer.json + tokenizer_config.json + chat_tokenizer.json, an
+    export's own), else the tokenizer rebuilt from its spec (a run's ``data.tokenizer``, an
+    export's chat_tokenizer.json) and serialized when it is an HF tokenizer."""
+    from alignjax import posttrain
+    from alignjax.data import chat
+    from alignjax.data.sources import DataError
+    from alignjax.data.tokenizer import Tokenizer
+
+    found = RunDir.of(src)
+    root = found[0].root if found else as_path(src)
+    files = {name: root / name for name in TOKENIZER_FILES if (root / name).is_file()}
+    if "tokenizer.json" in files:
+        return files, None, f"tokenizer: {', '.join(files)} from {root}"
+    info = posttrain.ChatInfo.load(files["chat_tokenizer.json"]) if "chat_tokenizer.json" in files else None
+    spec = info.spec if info else found[0].load_config().get("data", {}).get("tokenizer", "bytes") if found else None
+    if spec is None:
+        return files, None, (f"no tokenizer.json written: {root} has none (alignjax-eval on the HF directory: "
+                             "pass --tokenizer=<path to tokenizer.json>)")
+    try:
+        tok = Tokenizer.load(spec, f"pass the tokenizer to alignjax-eval with --tokenizer={spec}")
+        if info:
+            tok.add_special_tokens(chat.load_template(info.template).special_tokens)
+    except (ConvertError, DataError, OSError, ValueError) as e:
+        return files, None, f"no tokenizer.json written: tokenizer {spec}: {(str(e).splitlines() or [''])[0]}"
+    if tok.spec.removesuffix("+chat") == "bytes":
+        return files, None, (f"no tokenizer.json written: tokenizer {spec} is alignjax's UTF-8 byte tokenizer, "
+                             f"which has no HF tokenizers file (alignjax-eval reads it by name: --tokenizer={spec}"
+                             f"{'+chat' if info else ''})")
+    return files, tok, f"tokenizer: tokenizer.json from {spec}" + (f" + {', '.join(files)}" if files else "")
+
+
+def _write_tokenizer(out: Path, files: dict, tok) -> None:
+    for name, path in files.items():  # local or gs:// sources
+        (out / name).write_bytes(path.read_bytes())
+    if tok is not None:
+        tok.save(out / "tokenizer.json")
+
+
+def _copy_hf_tokenizer(src_dir: Path, out: Path) -> str:
+    """--from=hf: the HF directory's tokenizer files go into the export (eval finds them there)."""
+    files = {n: src_dir / n for n in TOKENIZER_FILES if (src_dir / n).is_file()}
+    _write_tokenizer(out, files, None)
+    return f"tokenizer: {', '.join(files)}" if files else f"no tokenizer.json written: {src_dir} has none"
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -333,8 +390,10 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=list(DTYPES), help="--from=alignjax only: cast every tensor to this dtype")
     ap.add_argument("--revision", help="--from=hf with a hub id: branch, tag or commit (e.g. step143000)")
     args = ap.parse_args(argv)
+    from alignjax import config as config_lib
     from alignjax.checkpoint import CheckpointError
 
+    config_lib.setup_logging()  # a run's skipped (unreadable) steps are one warning line each
     out = Path(args.output)
     try:
         _check_output(out)
@@ -343,17 +402,25 @@ def main(argv=None) -> int:
                 raise ConvertError("--dtype applies to --from=alignjax only; --from=hf keeps the source dtypes")
             from alignjax.checkpoint import save_params
 
-            cfg, params = load_hf(args.input, args.revision)
+            src = _resolve_input(args.input, args.revision)
+            cfg, params = load_hf(src)
             save_params(out, params, cfg)
+            tokenizer_line = _copy_hf_tokenizer(src, out)
             tensors = list(_leaves(params))
         else:
             cfg, params = load_alignjax(args.input)
+            files, tok, tokenizer_line = _tokenizer_plan(args.input)  # before writing: a failure writes nothing
             tensors = list(save_hf(out, cfg, params, args.dtype).values())
-    except (ConvertError, CheckpointError, OSError) as e:
+            _write_tokenizer(out, files, tok)
+    except CheckpointError as e:
+        print(f"alignjax-convert: error: {(str(e).splitlines() or [type(e).__name__])[0]}", file=sys.stderr)
+        return 3
+    except (ConvertError, OSError) as e:
         print(f"alignjax-convert: error: {(str(e).splitlines() or [type(e).__name__])[0]}", file=sys.stderr)
         return 2
     dtypes = sorted({str(x.dtype) for x in tensors})
     print(f"alignjax-convert: wrote {sum(x.size for x in tensors):,} parameters ({', '.join(dtypes)}) to {out}")
+    print(f"alignjax-convert: {tokenizer_line}")
     return 0
 
 

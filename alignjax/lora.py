@@ -21,12 +21,13 @@ take the run directly, and
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+
+from alignjax.rundir import RunDir
 
 # target name -> (module, kernel, number of leading input axes)
 TARGETS = {
@@ -119,9 +120,9 @@ def apply(base, adapters, scale: float):
 merge = apply  # merged params == the adapter model's params: the same function, kept as a name for export
 
 
-def run_spec(run_dir: Path) -> tuple[LoraSpec | None, dict]:
-    """The LoRA spec and full config of a training run directory (None when it is not a LoRA run)."""
-    cfg = json.loads((run_dir / "config.json").read_text())
+def run_spec(run) -> tuple[LoraSpec | None, dict]:
+    """The LoRA spec and full config of a training run (a RunDir; spec None: not a LoRA run)."""
+    cfg = run.load_config()
     lc = cfg.get("lora", {})
     if not lc.get("rank"):
         return None, cfg
@@ -132,10 +133,10 @@ def run_spec(run_dir: Path) -> tuple[LoraSpec | None, dict]:
 def maybe_load_merged(model_cfg, tree_dir: Path, shardings=None):
     """For a state directory of a LoRA run (``<run>/checkpoints/<step>/state``): its adapters
     merged into the run's starting params; None for any other checkpoint."""
-    run_dir = tree_dir.parent.parent.parent
-    if not (run_dir / "config.json").is_file():
+    found = RunDir.of(tree_dir)
+    if found is None:
         return None
-    spec, cfg = run_spec(run_dir)
+    spec, cfg = run_spec(found[0])
     if spec is None:
         return None
     import orbax.checkpoint as ocp
@@ -155,7 +156,7 @@ def maybe_load_merged(model_cfg, tree_dir: Path, shardings=None):
 
         raise CheckpointError(f"cannot read LoRA adapters from {tree_dir}: {str(e).splitlines()[0]}") from e
     adapters = _int_keys(restored["params"])
-    base = posttrain.start_params_from_run(run_dir, cfg, model_cfg, shardings)
+    base = posttrain.start_params_from_run(found[0], cfg, model_cfg, shardings)
     return jax.jit(lambda b, a: merge(b, a, spec.scale), out_shardings=shardings)(base, adapters)
 
 
@@ -180,17 +181,18 @@ def main(argv=None) -> int:
     ap.add_argument("--output", required=True)
     args = ap.parse_args(argv)
     try:
-        model_cfg, tree_dir, kind = ckpt_lib.resolve(args.checkpoint)
-        if kind != "train" or run_spec(tree_dir.parent.parent.parent)[0] is None:
+        model_cfg = ckpt_lib.resolve(args.checkpoint)[0]  # exists, and is a checkpoint
+        run = RunDir.of(args.checkpoint)
+        if run is None or run_spec(run[0])[0] is None:
             raise ckpt_lib.CheckpointError(f"{args.checkpoint} is not a LoRA training run (lora.rank > 0)")
+        run = run[0]
         _, params = ckpt_lib.load_params(args.checkpoint)
         ckpt_lib.save_params(args.output, jax.device_get(params), model_cfg)
     except ckpt_lib.CheckpointError as e:
         print(f"alignjax-lora-merge: error: {e}", file=sys.stderr)
         return 3
-    chat_tok = tree_dir.parent.parent.parent / "chat_tokenizer.json"
-    if chat_tok.is_file():  # the merged model speaks the run's chat format: eval finds its tokenizer here
-        shutil.copy(chat_tok, Path(args.output) / "chat_tokenizer.json")
+    if run.chat_info.is_file():  # the merged model speaks the run's chat format: eval finds its tokenizer here
+        shutil.copy(run.chat_info, Path(args.output) / run.chat_info.name)
     print(f"alignjax-lora-merge: wrote merged params to {args.output}")
     return 0
 

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from etils import epath
 
+METRICS = "metrics.jsonl"  # a run directory's names for them (alignjax/rundir.py's layout)
+TENSORBOARD = "tensorboard"
+
 
 def is_remote(path) -> bool:
     return "://" in os.fspath(path)
@@ -22,7 +25,12 @@ def is_remote(path) -> bool:
 def write_json(path, obj) -> None:
     """Write ``obj`` as indented JSON to a local or gs:// path, replacing it whole: atomically
     (temp file + rename) on local disks; a GCS object write is atomic by itself."""
-    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_text(path, text: str) -> None:
+    """Replace a local or gs:// file whole: temp file + rename locally; a GCS object write is
+    atomic by itself."""
     path = epath.Path(path)
     if is_remote(path):
         path.write_text(text)
@@ -58,15 +66,46 @@ def mfu(tokens_per_sec: float, flops_per_token: float, num_devices: int, peak: f
     return tokens_per_sec * flops_per_token / (num_devices * peak)
 
 
+def _row_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):  # a torn last line (killed mid-write)
+        return None
+
+
+def truncate_after(path, step: int) -> epath.Path | None:
+    """Drop the rows of ``path`` (metrics.jsonl, local or gs://) logged after ``step``, the step
+    a resumed run restored: it logs them again, and every step keeps one row. The whole old file
+    is kept first as ``metrics.jsonl.<n>`` (n = 1, 2, ...), which is returned (None: nothing cut)."""
+    path = epath.Path(path)
+    if not path.exists():
+        return None
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    keep = [ln for ln in lines if (s := _row_step(ln)) is not None and s <= step and ln.endswith("\n")]
+    if len(keep) == len(lines):
+        return None
+    n = 1 + max([int(p.name.rsplit(".", 1)[1]) for p in path.parent.glob(path.name + ".*")
+                 if p.name.rsplit(".", 1)[1].isdigit()], default=0)
+    backup = path.parent / f"{path.name}.{n}"
+    backup.write_text(text)
+    write_text(path, "".join(keep))
+    return backup
+
+
 class MetricsWriter:
     """Appends to <workdir>/metrics.jsonl (so a resumed run continues the same file) and
     writes TensorBoard events under <workdir>/tensorboard. Only process 0 writes.
+
+    ``resume_step`` (the step a run restored, 0 for a fresh start): rows after it are cut
+    (``truncate_after``) and TensorBoard hides its events after it (purge_step), so the rows
+    between the last save and a crash are not there twice.
 
     GCS objects cannot be appended to, so for a gs:// workdir both live in a local staging
     directory (seeded with the existing metrics.jsonl on resume) and are copied up every
     ``sync_every_s`` seconds and on close (SIGTERM saves also close)."""
 
-    def __init__(self, workdir, enabled: bool = True, sync_every_s: float = 60.0):
+    def __init__(self, workdir, enabled: bool = True, sync_every_s: float = 60.0, resume_step: int | None = None):
         self.enabled = enabled
         if not enabled:
             return
@@ -75,11 +114,19 @@ class MetricsWriter:
         self.workdir, self.remote = epath.Path(workdir), is_remote(workdir)
         self.sync_every_s, self._synced_at, self._uploaded = sync_every_s, time.monotonic(), {}
         local = Path(tempfile.mkdtemp(prefix="alignjax-metrics-")) if self.remote else Path(workdir)
-        self.local, self.path = local, local / "metrics.jsonl"
-        if self.remote and (self.workdir / "metrics.jsonl").exists():
-            self.path.write_bytes((self.workdir / "metrics.jsonl").read_bytes())
+        self.local, self.path = local, local / METRICS
+        purge, self.cut = None, None
+        if resume_step is not None:
+            self.cut = truncate_after(self.workdir / METRICS, resume_step)
+            tb = self.workdir / TENSORBOARD
+            if self.cut is not None or (tb.is_dir() and any(tb.glob("events.out.tfevents.*"))):
+                purge = resume_step + 1  # TensorBoard hides the old events from this step on
+        if self.remote and (self.workdir / METRICS).exists():
+            self.path.write_bytes((self.workdir / METRICS).read_bytes())
         self.file = self.path.open("a", encoding="utf-8")
-        self.tb = SummaryWriter(str(local / "tensorboard"))
+        # tensorboardX names event files by second and host only: a restart within the same second
+        # would truncate the previous file. A nanosecond suffix keeps each writer's file, in order.
+        self.tb = SummaryWriter(str(local / TENSORBOARD), purge_step=purge, filename_suffix=f".{time.time_ns()}")
 
     def write(self, step: int, metrics: dict) -> None:
         if not self.enabled:
@@ -98,7 +145,7 @@ class MetricsWriter:
         if not (self.enabled and self.remote):
             return
         self.tb.flush()
-        for f in [self.path, *sorted((self.local / "tensorboard").rglob("*"))]:
+        for f in [self.path, *sorted((self.local / TENSORBOARD).rglob("*"))]:
             if f.is_file() and self._uploaded.get(f) != f.stat().st_size:
                 data, dest = f.read_bytes(), self.workdir / str(f.relative_to(self.local))
                 dest.parent.mkdir(parents=True, exist_ok=True)

@@ -334,8 +334,10 @@ class GPTNeoX(nnx.Module):
         self.final_ln = LayerNorm(cfg.d_model, cfg.ln_eps)
         self.embed_out = _param(rngs, cfg.init_std, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"))
 
-    def __call__(self, tokens, positions=None, segment_ids=None):
-        """tokens, positions, segment_ids: int [batch, seq] -> logits [batch, seq, vocab] in dtype."""
+    def __call__(self, tokens, positions=None, segment_ids=None, *, return_hidden: bool = False):
+        """tokens, positions, segment_ids: int [batch, seq] -> logits [batch, seq, vocab] in dtype;
+        with ``return_hidden`` the final-layer-normed hidden states [batch, seq, d_model] instead
+        (alignjax.loss unembeds them chunk by chunk with ``embed_out``)."""
         cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
@@ -347,6 +349,8 @@ class GPTNeoX(nnx.Module):
         for block in self.layers:
             x = apply(block, x)
         x = self.final_ln(x)
+        if return_hidden:
+            return x
         w_out = self.embed_out[...].astype(dt)
         logits = matmul(x, w_out) if _on_cpu() else x @ w_out
         return constrain(logits, ("act_batch", "act_seq", "act_vocab"))

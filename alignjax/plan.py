@@ -376,6 +376,21 @@ def peak_table() -> str:
     return "\n".join(rows)
 
 
+def check_output_file(path: str) -> None:
+    """--output must be a file this process can write: checked before the compile, not after it."""
+    from alignjax.config import ConfigError
+
+    p = os.path.abspath(path)
+    parent = os.path.dirname(p)
+    if os.path.isdir(p):
+        raise ConfigError(f"--output={path} is a directory, not a file")
+    if not os.path.isdir(parent):
+        raise ConfigError(f"--output={path}: {parent} " + ("is a file, not a directory" if os.path.exists(parent)
+                                                          else "does not exist"))
+    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(p) and not os.access(p, os.W_OK)):
+        raise ConfigError(f"--output={path} is not writable")
+
+
 def main(argv: list[str] | None = None) -> int:
     from alignjax import config as config_lib
 
@@ -390,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
             raise config_lib.ConfigError("--workdir: alignjax-plan writes no run directory (use --output=plan.json)")
         if not flags["topology"]:
             raise config_lib.ConfigError("--topology is required (e.g. v5p-128, v4-256, v5e-256, v6e-64)")
+        if flags["output"]:
+            check_output_file(flags["output"])
         try:
             num_slices, frac = int(flags["num_slices"]), float(flags["hbm_fraction"])
         except ValueError:

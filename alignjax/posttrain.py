@@ -33,11 +33,12 @@ import numpy as np
 from flax import nnx
 
 from alignjax import model as model_lib
+from alignjax import rundir
 
 log = logging.getLogger("alignjax")
 
-CHAT_TOKENIZER_FILE = "chat_tokenizer.json"  # {spec, template, added_ids, base_vocab_size}
-REFERENCE_FILE = "reference_logps.npy"  # [max pair id + 1, 2] (chosen, rejected); NaN = no such pair
+CHAT_TOKENIZER_FILE = rundir.CHAT_INFO  # names the tests still import; the layout is rundir's
+REFERENCE_FILE = rundir.REFERENCE
 SHAPE_FIELDS = ("num_layers", "d_model", "num_heads", "d_ff", "rotary_pct", "rotary_base", "ln_eps",
                 "gelu_approximate")
 
@@ -115,8 +116,8 @@ class ChatInfo:
     added_ids: dict
     base_vocab_size: int
 
-    def save(self, workdir) -> None:  # a pathlib or etils.epath (gs://) directory
-        (workdir / CHAT_TOKENIZER_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+    def save(self, path) -> None:  # a run's RunDir.chat_info (pathlib or etils.epath, gs://)
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
 
     @classmethod
     def load(cls, path) -> "ChatInfo":  # a pathlib or etils.epath file
@@ -125,19 +126,17 @@ class ChatInfo:
     def reload_spec(self, directory: Path) -> str:
         """The tokenizer spec that reloads the chat tokenizer: the ``tokenizer.json`` saved beside
         (alignjax.data.chat.save_chat_tokenizer), else the base spec + ``+chat``."""
-        if (Path(directory) / "tokenizer.json").is_file():
+        if (Path(directory) / rundir.TOKENIZER).is_file():
             return str(directory)
         return self.spec + "+chat"
 
 
-def find_chat_info(path) -> Path | None:
-    """``chat_tokenizer.json`` of a checkpoint: beside an export, in a run workdir, or in the run
-    of a ``checkpoints/<step>`` directory."""
-    p = Path(path)
-    for d in (p, p.parent, p.parent.parent):
-        if (d / CHAT_TOKENIZER_FILE).is_file():
-            return d / CHAT_TOKENIZER_FILE
-    return None
+def find_chat_info(path):
+    """``chat_tokenizer.json`` of a checkpoint: beside an export, or in the run of a run
+    directory or of its ``checkpoints/<step>[/state]`` directory."""
+    found = rundir.RunDir.of(path)
+    info = found[0].chat_info if found else rundir.as_path(path) / CHAT_TOKENIZER_FILE
+    return info if info.is_file() else None  # an etils.epath (local or gs://)
 
 
 def load_chat_tokenizer(info_path):
@@ -223,7 +222,7 @@ def load_start_params(init_from: str | None, seed: int, model_cfg, shardings, me
     return jax.jit(resize, out_shardings=shardings)(params)
 
 
-def start_params_from_run(run_dir: Path, cfg: dict, model_cfg, shardings=None):
+def start_params_from_run(run: rundir.RunDir, cfg: dict, model_cfg, shardings=None):
     """``load_start_params`` for a finished run, from its saved config (LoRA merge/export)."""
     from alignjax import sharding
 
@@ -232,8 +231,7 @@ def start_params_from_run(run_dir: Path, cfg: dict, model_cfg, shardings=None):
         from alignjax.eval.scoring import param_shardings
 
         shardings = param_shardings(model_cfg, mesh)[2]
-    info_path = run_dir / CHAT_TOKENIZER_FILE
-    info = ChatInfo.load(info_path) if info_path.is_file() else None
+    info = ChatInfo.load(run.chat_info) if run.chat_info.is_file() else None
     return load_start_params(cfg["checkpoint"].get("init_from"), cfg["train"]["seed"], model_cfg, shardings, mesh, info)
 
 

@@ -129,6 +129,7 @@ from pathlib import Path
 
 from alignjax import config as config_lib
 from alignjax.eval.report import atomic_write
+from alignjax.rundir import LockError, RunDir
 
 log = logging.getLogger("alignjax")
 PROG = "alignjax-study"
@@ -532,7 +533,7 @@ def run_unit(workdir: str, u: Unit, launcher: str | None = None) -> float:
         if "SIGTERM: saved step" in this_run:
             raise StudyError(f"unit {u.id} was stopped by SIGTERM after saving; rerun the study to resume it; "
                              f"log: {logpath}")
-        if u.kind == "train" and not (Path(udir) / "checkpoints" / str(u.info["steps"])).is_dir():
+        if u.kind == "train" and u.info["steps"] not in RunDir(udir).steps():
             raise StudyError(f"unit {u.id} exited 0 without a checkpoint at step {u.info['steps']}; log: {logpath}")
     atomic_write(_marker(workdir, u), json.dumps({**record, "seconds": round(seconds, 1),
                                                    "finished": time.time()}, indent=1) + "\n")
@@ -555,6 +556,11 @@ def run(study, workdir: str, *, dry_run: bool = False, launcher: str | None = No
                   f"; {state}]\n{cmd}")
         return {"units": units}
     Path(workdir).mkdir(parents=True, exist_ok=True)
+    with RunDir(workdir).lock():  # one study runner per workdir (LockError naming the holder)
+        return _run_units(study, workdir, units, launcher, report)
+
+
+def _run_units(study, workdir: str, units: list[Unit], launcher: str | None, report: bool) -> dict:
     atomic_write(_join(workdir, "study_config.json"), json.dumps(study.to_dict(), indent=2, default=str) + "\n")
     seconds, skipped = {}, 0
     t0 = time.perf_counter()
@@ -628,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
         config_lib.cli_error(PROG, str(e))
     except StudyError as e:
         config_lib.cli_error(PROG, str(e), code=1)
+    except LockError as e:  # another alignjax-study holds the workdir
+        config_lib.cli_error(PROG, str(e), code=3)
     return 0
 
 

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import os
@@ -27,10 +26,11 @@ from alignjax import config as config_lib
 from alignjax import distributed
 from alignjax import metrics as metrics_lib
 from alignjax import lora as lora_lib
+from alignjax import loss as loss_lib
 from alignjax import model as model_lib
-from alignjax import optim, posttrain, sharding
+from alignjax import optim, posttrain, rundir, sharding
 from alignjax.data import audit as audit_lib
-from alignjax.data import mixture, pipeline
+from alignjax.data import mixture, pipeline, sources
 
 log = logging.getLogger("alignjax")
 
@@ -41,20 +41,26 @@ OBJECTIVES = ("lm", "sft", "dpo")  # train.objective: pretraining, supervised fi
 # ----------------------------------------------------------------------------- pure functions
 
 
-def loss_fn(params, graphdef, batch) -> tuple[jax.Array, jax.Array]:
-    """(sum of next-token NLL over target tokens, number of target tokens), in fp32."""
+def loss_fn(params, graphdef, batch, chunk: int = 0) -> tuple[jax.Array, jax.Array]:
+    """(sum of next-token NLL over target tokens, number of target tokens), in fp32. ``chunk`` > 0
+    (train.loss_chunk): the same through alignjax.loss, never holding [tokens, vocab] logits."""
     model = nnx.merge(graphdef, params)
-    logits = model(batch["inputs"], batch.get("positions"), batch.get("segment_ids"))
+    args = (batch["inputs"], batch.get("positions"), batch.get("segment_ids"))
+    if chunk:
+        x = model(*args, return_hidden=True)
+        return loss_lib.chunked_nll(x, model.embed_out[...].astype(x.dtype), batch["targets"], batch.get("weights"),
+                                    chunk)
+    logits = model(*args)
     logits = logits.astype(jnp.float32)
     nll = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, batch["targets"][..., None], -1)[..., 0]
     weights = batch["weights"].astype(jnp.float32) if "weights" in batch else jnp.ones_like(nll)
     return jnp.sum(nll * weights), jnp.sum(weights)
 
 
-def token_loss(graphdef, params, frozen, batch):
+def token_loss(graphdef, params, frozen, batch, chunk: int = 0):
     """The lm and sft objective: token-weighted NLL (sft's weights mark the assistant tokens).
     Objectives return (loss sum, count it averages over, {metric: sum})."""
-    nll, count = loss_fn(params, graphdef, batch)
+    nll, count = loss_fn(params, graphdef, batch, chunk)
     return nll, count, {}
 
 
@@ -169,7 +175,7 @@ class Setup:
         on_the_fly_ref = t.objective == "dpo" and cfg.dpo.reference == "on_the_fly"
         self.frozen_keys = (("base",) if self.lora else ()) + (("ref",) if on_the_fly_ref else ())
         self.loss = (functools.partial(posttrain.dpo_loss, self.graphdef, cfg.dpo.beta) if t.objective == "dpo"
-                     else functools.partial(token_loss, self.graphdef))
+                     else functools.partial(token_loss, self.graphdef, chunk=t.loss_chunk))
         self.rows_per_example = 2 if t.objective == "dpo" else 1  # a DPO row is a pair: two sequences
 
         def init_state(params, seed):
@@ -228,43 +234,94 @@ class Setup:
 # ----------------------------------------------------------------------------- loop
 
 
+def _any_process(flag: bool) -> bool:
+    """``flag`` OR-ed over all processes (one process: no collective, no device sync)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
+
+
 class _Preempted:
-    """SIGTERM (a TPU preemption notice) asks the loop to save and exit 0 at the next step."""
+    """SIGTERM (a TPU preemption notice) or SIGINT (Ctrl-C) asks the loop to save at the next
+    step and stop: exit 0 after SIGTERM (requeued), 130 after SIGINT. Installed first thing, so
+    a signal during start-up stops the run before its first step, saving nothing. A second
+    Ctrl-C stops at once."""
 
     def __init__(self):
-        self.flag = False
-        self._old = signal.signal(signal.SIGTERM, self._set)
+        self.flag, self.signum = False, None
+        self._old = {s: signal.signal(s, self._set) for s in (signal.SIGTERM, signal.SIGINT)}
 
-    def _set(self, *_):
-        self.flag = True
+    def _set(self, signum, _frame):
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.flag, self.signum = True, self.signum or signum
+
+    @property
+    def name(self) -> str:  # a notice that came to another host is a preemption
+        return signal.Signals(self.signum).name if self.signum else "SIGTERM"
 
     def agreed(self) -> bool:
         """The flag OR-ed over all processes, read once per step: hosts are preempted at different
-        steps, and a save that only some of them enter would wait forever in its collectives.
-        One process needs no collective (and no device sync) for it."""
-        flag = self.flag  # read once: the signal may land anywhere in this iteration
-        if jax.process_count() == 1:
-            return flag
-        return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
+        steps, and a save that only some of them enter would wait forever in its collectives."""
+        return _any_process(self.flag)  # read once: the signal may land anywhere in this iteration
 
     def restore(self):
-        signal.signal(signal.SIGTERM, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)
 
 
 class NonFiniteLoss(RuntimeError):
     pass
 
 
-def _check_resumable(cfg, workdir: Path) -> None:
-    """A workdir with checkpoints resumes only with the same model; say which field differs."""
-    saved = workdir / "config.json"
-    if not (saved.exists() and (workdir / "checkpoints").is_dir()):
-        return
-    old = json.loads(saved.read_text()).get("model", {})
-    diff = [f"model.{k}: {old.get(k)!r} -> {v!r}" for k, v in cfg.model.to_dict().items() if old.get(k) != v]
-    if diff:
-        raise ckpt_lib.CheckpointError(f"{workdir} holds checkpoints of another model ({'; '.join(diff)}); "
-                                       "use a new --workdir")
+def _check_resumable(cfg, workdir) -> tuple[str, ...]:
+    """A run resumes only as the same experiment: an identity field (rundir.IDENTITY) that
+    differs from the previous start and is not in ``train.allow_changes`` is refused, naming
+    each (old -> new). Returns the allowed changes."""
+    run = workdir if isinstance(workdir, rundir.RunDir) else rundir.RunDir(workdir)
+    new = cfg.to_dict()
+    allow = rundir.parse_allow(cfg.train.get("allow_changes", ""), new)
+    old = run.previous_config()
+    if old is None:
+        return allow
+    _, refused = rundir.identity_changes(old, new, allow, defaults=config_lib.default_config().to_dict())
+    if refused:
+        diff = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in refused.items())
+        raise ckpt_lib.CheckpointError(f"{run.root} holds a run of another experiment ({diff}); use a new --workdir, "
+                                       f"or --config.train.allow_changes={','.join(refused)} to change it")
+    return allow
+
+
+def _take_lock(run: rundir.RunDir) -> rundir.RunLock | None:
+    """Process 0 holds the run's lock for the whole run; every process learns whether it got it
+    (the others would otherwise wait in the first collective for a process 0 that left)."""
+    lock, error = None, None
+    if jax.process_index() == 0:
+        try:
+            lock = run.lock()
+            lock.acquire()
+        except rundir.LockError as e:
+            lock, error = None, e
+    if _any_process(error is not None):
+        raise error or rundir.LockError(f"{run.root}: process 0 could not take the run lock (see its log)")
+    return lock
+
+
+def _stop_at_start_up(preempted: _Preempted, run: rundir.RunDir) -> bool:
+    """A signal before the first step stops the run, writing nothing; the line is the one the
+    launcher and the study look for ("saved step": the step already on disk)."""
+    if not preempted.agreed():
+        return False
+    log.warning("%s: saved step %d (stopped during start-up: nothing new to save), exiting", preempted.name,
+                max(run.steps(), default=0))
+    return True
+
+
+def _stopped(preempted: _Preempted) -> dict:
+    """What train gives back once a signal stopped it: SIGINT raises KeyboardInterrupt (exit 130)."""
+    if preempted.signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    return {}
 
 
 def _heldout_losses(setup: Setup, params, batches: dict) -> dict[str, float]:
@@ -335,8 +392,6 @@ def _suite_metrics(cfg, setup: Setup, params, tokenizer) -> dict[str, float]:
 
 def _prepare_data(cfg, setup: Setup, chat_tokenizer=None):
     """Tokenizer and a look at every component of every stage, so bad data fails before step 1."""
-    from alignjax.data import sources
-
     try:
         if chat_tokenizer is not None:  # post-training: the chat data, read through the chat tokenizer
             from alignjax.data import chat
@@ -355,11 +410,28 @@ def _prepare_data(cfg, setup: Setup, chat_tokenizer=None):
 
 
 def train(cfg, workdir: str | Path) -> dict[str, Any]:
-    """Run (or resume) a training run in ``workdir``: every stage of the plan, in order.
-    Returns the last logged metrics."""
+    """Run (or resume) a training run in ``workdir`` (local or gs://): every stage of the plan,
+    in order. Returns the last logged metrics. Before any work: the output paths are checked
+    (ConfigError), the run's lock is taken and a resume must be the same experiment
+    (CheckpointError). SIGTERM saves and returns; SIGINT saves and raises KeyboardInterrupt."""
     config_lib.validate(cfg, jax.device_count())  # before anything is written
-    workdir = ckpt_lib.as_path(workdir)  # local or gs:// (etils.epath keeps the scheme)
-    workdir.mkdir(parents=True, exist_ok=True)
+    preempted = _Preempted()
+    try:
+        if sig := os.environ.get("ALIGNJAX_FAULT_SIGNAL_AT_START"):  # fault injection for the start-up tests
+            os.kill(os.getpid(), getattr(signal, f"SIG{sig}"))
+        run = rundir.RunDir(workdir)
+        run.preflight_writable()
+        lock = _take_lock(run)
+        try:
+            return _train(cfg, run, preempted, lock)
+        finally:
+            if lock is not None:
+                lock.release()
+    finally:
+        preempted.restore()
+
+
+def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock | None) -> dict[str, Any]:
     t = cfg.train
     post = t.objective in ("sft", "dpo")
     # Post-training: chat tokenizer, model shape from checkpoint.init_from, vocab growth, epochs.
@@ -367,22 +439,26 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
     setup = Setup(cfg)
     stages = setup.stages
     is_main = jax.process_index() == 0
-    _check_resumable(cfg, workdir)
+    allow = _check_resumable(cfg, run)
     tokenizer, source_info = _prepare_data(cfg, setup, chat_tok)
     _eval_tasks(cfg)
+    if _stop_at_start_up(preempted, run):
+        return _stopped(preempted)
     if is_main and chat_info is not None:
-        chat_info.save(workdir)  # alignjax-eval reads the run's chat tokenizer and template from it
-        if "://" not in str(workdir):  # tokenizer.json + tokenizer_config.json, for HF tools too
+        chat_info.save(run.chat_info)  # alignjax-eval reads the run's chat tokenizer and template from it
+        if not run.remote:  # tokenizer.json + tokenizer_config.json, for HF tools too
             from alignjax.data import chat
 
-            chat.save_chat_tokenizer(chat_tok, str(workdir), cfg.chat.template)
+            chat.save_chat_tokenizer(chat_tok, os.fspath(run), cfg.chat.template)
     if is_main:
-        config_lib.save_config(cfg, workdir)
-    ckpt = ckpt_lib.TrainCheckpointer(workdir / "checkpoints", cfg.checkpoint.max_to_keep, cfg.checkpoint.async_save)
+        row = run.record_start(cfg.to_dict(), allow)  # config.json at the first start; a runs.jsonl row each
+        if row["changed"]:
+            log.info("changed since the previous start: %s", "; ".join(
+                f"{k}: {a!r} -> {b!r}" for k, (a, b) in row["changed"].items()))
+    ckpt = ckpt_lib.TrainCheckpointer(run.checkpoints, cfg.checkpoint.max_to_keep, cfg.checkpoint.async_save)
     audit = audit_lib.DataAudit(stages, source_info)
-    writer = metrics_lib.MetricsWriter(workdir, enabled=is_main)
-    preempted = _Preempted()
     total_steps = stages[-1].end
+    multi = jax.process_count() > 1
 
     if post:  # the data factory, chosen once: conversations (sft) or preference pairs (dpo)
         from alignjax.data import chat
@@ -425,7 +501,7 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
             log.info("resumed from %s step %d", ckpt.directory, start)
         frozen = {}
         if post or setup.lora:  # the starting params: the state's (fresh run), the LoRA base, the DPO reference
-            ref_path = workdir / posttrain.REFERENCE_FILE
+            ref_path = run.reference
             precompute = t.objective == "dpo" and cfg.dpo.reference == "precompute"
             start_params = None
             if restored is None or setup.frozen_keys or (precompute and not ref_path.exists()):
@@ -448,6 +524,13 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
             state, start = setup.init_state(params), 0
         elif restored is None:
             state, start = setup.init_state(), 0
+        if _stop_at_start_up(preempted, run):
+            ckpt.close()
+            return _stopped(preempted)
+        # Rows logged after the restored step (before a crash) are cut: the run logs them again.
+        writer = metrics_lib.MetricsWriter(run.root, enabled=is_main, resume_step=start)
+        if is_main and writer.cut is not None:
+            log.info("metrics.jsonl: rows after step %d cut (the old file is %s)", start, writer.cut.name)
 
         peak = metrics_lib.peak_flops(jax.devices()[0].device_kind, t.peak_flops_per_device)
         bar = None
@@ -460,12 +543,19 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
         step = start
         try:
             while (stage := mixture.stage_at(stages, step)) is not None:
-                if data_stage is not stage:
-                    log.info("stage %s: steps %d-%d, seq_len %d, batch %d, mixture %s", stage.name, stage.start + 1,
-                             stage.end, stage.seq_len, stage.batch_size,
-                             ", ".join(f"{c.name} {c.fraction:.2%}" for c in stage.components))
-                    data, data_stage, timer = stage_data(stage), stage, None
-                batch = next(data.iterator)
+                before, fault = None, None
+                try:
+                    if data_stage is not stage:
+                        log.info("stage %s: steps %d-%d, seq_len %d, batch %d, mixture %s", stage.name,
+                                 stage.start + 1, stage.end, stage.seq_len, stage.batch_size,
+                                 ", ".join(f"{c.name} {c.fraction:.2%}" for c in stage.components))
+                        data, data_stage, timer = stage_data(stage), stage, None
+                    before = data.iterator.get_state() if multi else None
+                    batch = next(data.iterator)
+                except sources.DataError as e:  # bad records past the pre-flight sample
+                    fault = e
+                if _any_process(fault is not None):  # every process stops at this step, or none
+                    raise _data_fault(fault, step, last_saved, ckpt, state, data, before, audit)
                 ids = batch.pop("component", None)  # post-training: every trained token is the one component
                 audit.add(stage.name, data.names, ids if ids is not None else posttrain.trained_tokens(batch))
                 batch = prepare_batch(batch)
@@ -478,8 +568,9 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
                     timer_tokens += stage.batch_size * stage.seq_len * setup.rows_per_example
                 if bar is not None:
                     bar.update(1)
-                if os.environ.get("ALIGNJAX_FAULT_SIGTERM_AFTER_STEP") == str(step):
-                    os.kill(os.getpid(), signal.SIGTERM)  # fault injection for the preemption tests
+                for sig in ("SIGTERM", "SIGINT"):  # fault injection for the preemption and Ctrl-C tests
+                    if os.environ.get(f"ALIGNJAX_FAULT_{sig}_AFTER_STEP") == str(step):
+                        os.kill(os.getpid(), getattr(signal, sig))
                 stop = preempted.agreed()
                 must_save = step % cfg.checkpoint.every_steps == 0 or step == stage.end or stop
                 log_now = step % t.log_every == 0
@@ -516,7 +607,9 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
                         writer.write(step, row)
                     totals = audit.global_tokens()
                     if is_main:
-                        audit.write(workdir, totals)
+                        audit.write(run.audit, totals)
+                if os.environ.get("ALIGNJAX_FAULT_KILL_AT_STEP") == str(step):
+                    os.kill(os.getpid(), signal.SIGKILL)  # fault injection: a crash between saves, rows logged
                 if must_save and step > last_saved:
                     ckpt.save(step, state, data.iterator, audit.state())
                     last_saved = step
@@ -524,18 +617,34 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
                         # Fault injection for the preemption tests: a kill -9 right after a save.
                         ckpt.wait()
                         os.kill(os.getpid(), signal.SIGKILL)
+                if lock is not None and lock.lost:
+                    raise ckpt_lib.CheckpointError(f"{run.root}: the run's lease lapsed and another writer took it; "
+                                                   f"stopped after saving step {last_saved}")
                 if stop:
-                    log.warning("SIGTERM: saved step %d, exiting%s", step,
+                    log.warning("%s: saved step %d, exiting%s", preempted.name, step,
                                 "" if preempted.flag else " (the notice came to another host)")
                     break
         finally:
             ckpt.wait()
             ckpt.close()
             writer.close()
-            preempted.restore()
             if bar is not None:
                 bar.close()
-    return last
+    return _stopped(preempted) or last
+
+
+def _data_fault(error, step, last_saved, ckpt, state, data, before, audit) -> config_lib.ConfigError:
+    """Bad data mid-run (sources.DataError from the batch iterator, on any process): the last
+    completed step is saved (data state included, so a rerun resumes there once the data or
+    data.max_bad_fraction is fixed), and the run stops with the reader's one line (exit 2)."""
+    if step > last_saved:
+        if before is not None:  # a process whose batch did come: back to before it
+            data.iterator.set_state(before)
+        ckpt.save(step, state, data.iterator, audit.state())
+        ckpt.wait()
+    where = f"saved step {step}" if step > last_saved else (f"step {step} was saved" if step else "no step ran")
+    what = str(error).splitlines()[0] if error is not None else "bad data on another process (see its log)"
+    return config_lib.ConfigError(f"{what}; {where}, fix the data and rerun to resume")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -549,10 +658,15 @@ def main(argv: list[str] | None = None) -> int:
         train(cfg, flags["workdir"])
     except config_lib.ConfigError as e:
         config_lib.cli_error("alignjax-train", str(e))
-    except ckpt_lib.CheckpointError as e:
+    except sources.DataError as e:  # the data of a resumed step (data state restore)
+        config_lib.cli_error("alignjax-train", str(e).splitlines()[0])
+    except (ckpt_lib.CheckpointError, rundir.LockError) as e:
         config_lib.cli_error("alignjax-train", str(e), code=3)
     except NonFiniteLoss as e:
         config_lib.cli_error("alignjax-train", str(e), code=4)
+    except KeyboardInterrupt:  # SIGINT: saved (or stopped during start-up), logged above
+        print("alignjax-train: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

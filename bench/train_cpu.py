@@ -2,9 +2,12 @@
 
     .venv/bin/python bench/train_cpu.py                                  # pythia-70m, batch 8 x seq 512, fp32
     .venv/bin/python bench/train_cpu.py --dtype=float32,bfloat16         # also bf16 compute (fp32 params/Adam)
+    .venv/bin/python bench/train_cpu.py --loss-chunk=0,128               # plain logits loss vs the fused one
 
 alignjax runs ``Setup(cfg).train_step`` exactly as ``alignjax-train`` does (configs/pythia.py:<preset>:
-AdamW, global-norm clip 1.0, cosine schedule; jit, donated state).
+AdamW, global-norm clip 1.0, cosine schedule; jit, donated state). ``--loss-chunk`` picks its loss:
+0 the plain [tokens, vocab] logits, N > 0 ``train.loss_chunk=N`` (alignjax.loss.chunked_nll: the
+unembedding fused with the cross-entropy, N sequence positions at a time); unset, the config's default.
 The peer is ``GPTNeoXForCausalLM`` with the same config (``convert.model_config_to_hf_config``), fp32,
 torch.optim.AdamW(betas (0.9, 0.95), eps 1e-8, weight decay 0.1), ``clip_grad_norm_(1.0)``, torch's
 default thread count. Both see the same random token batches. After a warm-up (JIT compile), timed
@@ -51,10 +54,12 @@ def make_batches(n, batch, seq, vocab, seed):
 
 
 class AlignJax:
-    def __init__(self, args, dtype):
+    def __init__(self, args, dtype, loss_chunk=None):
         cfg = config_lib.load_config_file(f"{ROOT}/configs/pythia.py:{args.preset}")
         cfg.model.dtype = dtype
         cfg.train.batch_size, cfg.train.seq_len, cfg.train.num_steps = args.batch, args.seq, 10**6
+        if loss_chunk is not None:
+            cfg.train.loss_chunk = loss_chunk
         self.setup = train.Setup(cfg)
         self.model_cfg = self.setup.model_cfg
         with jax.set_mesh(self.setup.mesh):
@@ -94,12 +99,16 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--dtype", default="float32", help="alignjax compute dtype(s), comma-separated: float32,bfloat16")
+    p.add_argument("--loss-chunk", default="", help="alignjax loss chunk(s), comma-separated: 0 = plain logits, "
+                   "N = fused unembedding + cross-entropy N positions at a time (default: the config's)")
     p.add_argument("--steps", type=int, default=3, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=5, help="timed rounds per contender")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per contender first (compiles)")
     args = p.parse_args(argv)
 
-    contenders = {f"alignjax {dt}": AlignJax(args, dt) for dt in args.dtype.split(",")}
+    chunks = [int(c) for c in args.loss_chunk.split(",")] if args.loss_chunk else [None]
+    contenders = {f"alignjax {dt}" + ("" if c is None else f" chunk {c}"): AlignJax(args, dt, c)
+                  for dt in args.dtype.split(",") for c in chunks}
     model_cfg = next(iter(contenders.values())).model_cfg
     peer = Torch(model_cfg, lr=1e-3)
     contenders[f"torch float32 ({peer.attn})"] = peer

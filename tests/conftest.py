@@ -27,3 +27,17 @@ def tiny_config():
     from alignjax.config import load_config_file
 
     return load_config_file(str(REPO / "configs" / "tiny.py"))
+
+
+def listen_alignjax(caplog, level: int):
+    """caplog on alignjax's logger at ``level``: the logger may not propagate
+    (config.setup_logging), so the handler is attached to it directly. A generator for fixtures."""
+    import logging
+
+    logger = logging.getLogger("alignjax")
+    caplog.set_level(level, "alignjax")
+    if not logger.propagate:
+        logger.addHandler(caplog.handler)
+    yield caplog
+    if caplog.handler in logger.handlers:
+        logger.removeHandler(caplog.handler)

@@ -49,7 +49,8 @@ def test_corrupt_and_incomplete_steps_are_skipped_and_kept(tmp_path):
     # An incomplete save (crash mid-write) leaves a temporary directory.
     (ckdir / "30.orbax-checkpoint-tmp-1").mkdir()
     r = run_cli("train", "--config=configs/tiny.py", "--config.train.num_steps=30",
-                "--config.checkpoint.every_steps=10", f"--workdir={tmp_path}")
+                "--config.checkpoint.every_steps=10", "--config.train.allow_changes=train.num_steps",
+                f"--workdir={tmp_path}")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "skipping checkpoint step 20" in r.stderr and "resumed from" in r.stderr
     assert any(p.name.startswith("corrupt-20-") for p in ckdir.iterdir())  # kept, out of the way
@@ -71,7 +72,8 @@ def test_sigterm_saves_then_exits_0_and_the_run_resumes(tmp_path):
     assert p.returncode == 0, err.decode()[-2000:]
     steps = [int(d.name) for d in (tmp_path / "checkpoints").iterdir() if d.name.isdigit()]
     assert len(steps) == 1 and steps[0] >= 3
-    r = run_cli("train", "--config=configs/tiny.py", f"--config.train.num_steps={steps[0] + 2}", f"--workdir={tmp_path}")
+    r = run_cli("train", "--config=configs/tiny.py", f"--config.train.num_steps={steps[0] + 2}",
+                "--config.train.allow_changes=train.num_steps", f"--workdir={tmp_path}")
     assert r.returncode == 0 and f"step {steps[0]}" in r.stderr
 
 

@@ -44,6 +44,7 @@ FIELD_CASES = [
     ("train.seed=none", "train.seed=None: must be an integer"),
     ("train.log_every=0", "train.log_every=0: must be a positive integer"),
     ("train.eval_every=-10", "train.eval_every=-10: must be a non-negative integer"),
+    ("train.loss_chunk=-1", "train.loss_chunk=-1: must be a non-negative integer"),
     ("train.peak_flops_per_device=0", "train.peak_flops_per_device=0.0: must be > 0 (or None)"),
     ("train.objective=rl", "train.objective='rl'; valid: lm, sft, dpo"),
     ("data.condition=clean", "data.condition='clean'; valid: unfiltered, filtered, misalignment_upsampled, "

@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, run_cli
+from conftest import SHARED_DATA, listen_alignjax, run_cli
 
 from alignjax.data import builtin, shards, tokenizer
 from alignjax.data.sources import BadDataError, DataError, DocumentSource, expand
@@ -20,14 +20,7 @@ DOCS = [f"doc {i}: " + builtin.documents()[i][:200] for i in range(40)]
 
 @pytest.fixture
 def warnings_log(caplog):
-    # alignjax's logger may not propagate (config.setup_logging), so listen on it directly.
-    logger = logging.getLogger("alignjax")
-    caplog.set_level(logging.WARNING, "alignjax")
-    if not logger.propagate:
-        logger.addHandler(caplog.handler)
-    yield caplog
-    if caplog.handler in logger.handlers:
-        logger.removeHandler(caplog.handler)
+    yield from listen_alignjax(caplog, logging.WARNING)
 
 
 def write_jsonl(path, docs, field="text"):

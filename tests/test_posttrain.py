@@ -230,7 +230,7 @@ def test_sft_raises_the_parse_rate_of_generation_evals(sft_run):
     before = sft_run / "before"  # the same model at step 0: the tiny config, no training
     cfg = load_config_file(str(REPO / "configs" / "sft.py"))
     cfg.train.update(dict(num_steps=1, progress_bar=False))
-    cfg.optimizer.lr = 0.0
+    cfg.optimizer.lr = 1e-12  # lr must be > 0; this one leaves the weights as initialised
     cfg.checkpoint.async_save = False
     train(cfg, before)
     r0 = _eval(before, sft_run / "e0", "none,ai")

@@ -2,7 +2,7 @@
 
 Counts come from the ``component`` id of every target token of every batch, so they measure
 the batches themselves, not what the pipeline meant to produce. They are saved in each
-checkpoint step and written to ``<workdir>/data_audit.json``.
+checkpoint step and written to the run's ``data_audit.json`` (``RunDir.audit``).
 """
 
 from __future__ import annotations
@@ -58,11 +58,11 @@ class DataAudit:
                 out[stage]["components"][name] = row
         return out
 
-    def write(self, workdir, totals: dict | None = None) -> None:
-        """``<workdir>/data_audit.json`` (a local or gs:// workdir), replaced whole."""
+    def write(self, path, totals: dict | None = None) -> None:
+        """``path`` (a run's ``RunDir.audit``, local or gs://), replaced whole."""
         from alignjax.metrics import write_json
 
-        write_json(f"{workdir}/data_audit.json", self.summary(totals))
+        write_json(path, self.summary(totals))
 
     def global_tokens(self) -> dict:
         """Counts summed over processes (each process sees only its own rows)."""

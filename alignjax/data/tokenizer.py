@@ -31,6 +31,7 @@ EOS_CANDIDATES = (EOS_TOKEN, "</s>", "<|end_of_text|>", "<eos>")  # GPT-NeoX fir
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")
 CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")  # the study's chat template role markers
 CHAT_SUFFIX = "+chat"
+HUB_FIX = "pass a local tokenizer.json instead"  # what a user does when a hub id cannot be fetched
 TRAINED_PREFIX = "bpe:"  # bpe:<vocab size>:<source spec>: trained on first use, then cached
 ENV_CACHE = "ALIGNJAX_CACHE"
 
@@ -56,9 +57,10 @@ class Tokenizer:
         self.vocab_size = hf.get_vocab_size(with_added_tokens=True)
 
     @classmethod
-    def load(cls, spec: str) -> Tokenizer:
+    def load(cls, spec: str, fix: str = HUB_FIX) -> Tokenizer:
+        """``fix``: how the user gets a tokenizer when a hub id cannot be fetched (the caller's flag)."""
         if spec.endswith(CHAT_SUFFIX):
-            tok = cls.load(spec[: -len(CHAT_SUFFIX)])
+            tok = cls.load(spec[: -len(CHAT_SUFFIX)], fix)
             tok.add_special_tokens(CHAT_TOKENS)
             tok.spec = spec
             return tok
@@ -74,7 +76,7 @@ class Tokenizer:
         elif not os.path.exists(path):
             if not HUB_ID.fullmatch(spec):
                 raise DataError(f"{spec}: no such file (expected tokenizer.json, a directory, a hub id or 'bytes')")
-            path = _hub_tokenizer(spec)
+            path = _hub_tokenizer(spec, fix)
         import tokenizers
 
         try:
@@ -166,17 +168,42 @@ class Tokenizer:
         return f"Tokenizer({self.spec!r}, vocab_size={self.vocab_size}, eos_id={self.eos_id})"
 
 
-def _hub_tokenizer(spec: str) -> str:
+def _hub_tokenizer(spec: str, fix: str = HUB_FIX) -> str:
+    """tokenizer.json of a hub repo (``owner/name[@revision]``): the local HF cache's copy, else a
+    download. With no network (HF_HUB_OFFLINE=1, or the hub unreachable) a DataError at once,
+    ending in ``fix``, instead of huggingface_hub's retries (~25 s)."""
     repo, _, revision = spec.partition("@")
     try:
-        from huggingface_hub import hf_hub_download
+        import huggingface_hub
+        from huggingface_hub import constants
     except ImportError:
-        raise DataError(f"{spec}: hub tokenizers need huggingface_hub (pip install alignjax[hub])") from None
+        raise DataError(f"{spec}: hub tokenizers need huggingface_hub (pip install alignjax[hub]); {fix}") from None
+    cached = huggingface_hub.try_to_load_from_cache(repo, "tokenizer.json", revision=revision or None)
+    if isinstance(cached, str):
+        return cached
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else _hub_unreachable(constants.ENDPOINT)
+    if why:
+        raise DataError(f"{spec}: tokenizer.json is not in the local Hugging Face cache and {why}; {fix}")
     try:
-        return hf_hub_download(repo, "tokenizer.json", revision=revision or None)
-    except Exception as e:  # offline, missing repo or file, auth
+        return huggingface_hub.hf_hub_download(repo, "tokenizer.json", revision=revision or None)
+    except Exception as e:  # missing repo or file, gated, auth
         raise DataError(f"{spec}: cannot download tokenizer.json from the Hugging Face hub "
-                        f"({type(e).__name__}: {first_line(e)}); with no network, pass a local tokenizer.json") from None
+                        f"({type(e).__name__}: {first_line(e)}); {fix}") from None
+
+
+def _hub_unreachable(endpoint: str) -> str | None:
+    """Why the hub cannot be reached (DNS, connect; 3 s), or None. Behind a proxy: not probed."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+    except OSError as e:
+        return f"{url.hostname} is unreachable ({e.strerror or type(e).__name__})"
+    return None
 
 
 def train_bpe(source: str | list[str] | Iterable[str], vocab_size: int, out_path: str | os.PathLike, *,

@@ -29,6 +29,7 @@ import numpy as np
 
 from alignjax.eval import metrics
 from alignjax.eval.report import TEXT_METRICS, atomic_write, latest_results
+from alignjax.rundir import RunDir
 
 CI_MISALIGNMENT_ONE = ("one seed: base models, bootstrap over questions (1000 resamples, percentile); post-trained "
                        "models, rate ± 1.96 binomial SE")
@@ -181,14 +182,14 @@ def collect(study, workdir: str, units) -> dict:
             offset, pts, starts = 0, {}, {}
             for u in chain:
                 starts[u.stage] = offset
-                for row in _metrics_rows(wd / u.id / "metrics.jsonl"):
+                for row in _metrics_rows(RunDir(wd / u.id).metrics):
                     for k, v in row.items():
                         parts = k.split("/")
                         if (len(parts) == 3 and parts[0] == "eval" and parts[2] in CURVE_METRICS
                                 and _num(v) is not None):
                             pts.setdefault((parts[1], parts[2]), []).append((offset + row["step"], v,
                                                                              _num(row.get(k + "_stderr"))))
-                audit_file = wd / u.id / "data_audit.json"
+                audit_file = RunDir(wd / u.id).audit
                 if audit_file.is_file():
                     for st, entry in json.loads(audit_file.read_text()).items():
                         for comp, c in entry["components"].items():
@@ -571,7 +572,7 @@ def _exposures(wd: Path, units, cond: str, seeds: list[int]) -> float | None:
         total = 0.0
         for u in (u for u in units if u.kind == "train" and u.seed == seed and cond in u.conditions):
             try:
-                audit = json.loads((wd / u.id / "data_audit.json").read_text())
+                audit = json.loads(RunDir(wd / u.id).audit.read_text())
             except (OSError, ValueError):
                 return None
             for entry in audit.values():

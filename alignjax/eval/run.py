@@ -15,6 +15,12 @@ trained models (generate mode) get the answer instruction of ``evals/formats.jso
 wording of the study's "Instructions only" prompt) after the persona; through a chat template the
 persona is the system message and the instruction opens the user turn. Rates, standard errors
 and dropped formats follow the study's parse-failure rule (``alignjax.eval.metrics``).
+
+Pre-flight, before the model loads: tasks, personas, split and formats are checked, ``--output``
+must be a directory it can create and write, and the tokenizer is loaded (a hub id from the local
+HF cache; offline and not cached: one line naming ``--tokenizer``) and checked against the model's
+vocabulary. A run directory is scored at its newest readable step (``checkpoint.load``). Exit
+codes: 2 for a usage or input error, 3 for an unreadable checkpoint.
 """
 
 from __future__ import annotations
@@ -24,37 +30,41 @@ import functools
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
 from alignjax import config as config_lib
 from alignjax.data.cli import Parser
+from alignjax.rundir import RunDir
 
 log = logging.getLogger("alignjax")
 PROG = "alignjax-eval"
+
+
+DEFAULT_TOKENIZER = "EleutherAI/gpt-neox-20b"
 
 
 def default_tokenizer(checkpoint: str) -> str:
     """The tokenizer a checkpoint was trained with: a post-trained run's chat tokenizer (the
     base one with the chat template's special tokens), its run's data.tokenizer, an HF
     directory's tokenizer.json, else GPT-NeoX-20B (Pythia and the study's models)."""
-    path = Path(checkpoint)
     from alignjax import posttrain
 
-    if (info := posttrain.find_chat_info(path)) is not None:
+    if (info := posttrain.find_chat_info(checkpoint)) is not None:
         return posttrain.ChatInfo.load(info).reload_spec(info.parent)
-    for run in (path, path.parent, path.parent.parent):
-        if (run / "config.json").is_file() and (run / "checkpoints").exists():
-            return json.loads((run / "config.json").read_text()).get("data", {}).get("tokenizer", "bytes")
-    if (path / "tokenizer.json").is_file():
-        return str(path / "tokenizer.json")
-    return "EleutherAI/gpt-neox-20b"
+    if (found := RunDir.of(checkpoint)) is not None:
+        return found[0].load_config().get("data", {}).get("tokenizer", "bytes")
+    if (Path(checkpoint) / "tokenizer.json").is_file():
+        return str(Path(checkpoint) / "tokenizer.json")
+    return DEFAULT_TOKENIZER
 
 
 def chat_template(spec: str | None, checkpoint: str | None) -> str | None:
     """A Jinja chat template (HF convention: ``messages``, ``add_generation_prompt``): a file,
-    ``auto`` (the checkpoint's tokenizer_config.json ``chat_template``, if it has one) or none."""
+    ``auto`` (a post-trained run's own, else the checkpoint's or its run's tokenizer_config.json
+    ``chat_template``, if it has one) or none."""
     if not spec or spec == "none":
         return None
     if spec == "alignjax":  # the study's template, rendered by alignjax.data.chat.render_prompt
@@ -65,9 +75,11 @@ def chat_template(spec: str | None, checkpoint: str | None) -> str | None:
         if (info := posttrain.find_chat_info(checkpoint)) is not None:  # a post-trained run: its own template
             template = posttrain.ChatInfo.load(info).template
             return template if template == "alignjax" else chat_template(template, None)
-    if spec == "auto":
-        config = Path(checkpoint or "") / "tokenizer_config.json"
+        found = RunDir.of(checkpoint)
+        config = found[0].tokenizer_config if found else Path(checkpoint) / "tokenizer_config.json"
         return json.loads(config.read_text()).get("chat_template") if config.is_file() else None
+    if spec == "auto":
+        return None
     return Path(spec).read_text()
 
 
@@ -179,6 +191,71 @@ def check_formats(formats, mode: str = "loglik") -> list[str]:
     return text
 
 
+def check_output_dir(out) -> None:
+    """Before any model loads: ``out`` must be a directory this process can create and write (a
+    file in the way, or a read-only disk, is one line now rather than a traceback after scoring)."""
+    p = Path(os.path.abspath(out))
+    first = next(a for a in (p, *p.parents) if a.exists())
+    if not first.is_dir():
+        raise ValueError(f"--output={out}: {first} is a file, not a directory")
+    if not os.access(first, os.W_OK | os.X_OK):
+        raise ValueError(f"--output={out}: {first} is not writable")
+
+
+def check_personas_and_split(tasks: list[str], personas: list[str], split: str) -> None:
+    """Unknown personas or splits, named with the valid values, before any model loads."""
+    from alignjax.eval import registry
+
+    suites = registry.load_suites()
+    if not personas:
+        raise ValueError(f"--persona is empty (valid: {', '.join(suites.personas())})")
+    for persona in personas:
+        if persona not in suites.personas():
+            raise ValueError(f"--persona: unknown persona {persona!r} (valid: {', '.join(suites.personas())})")
+    for name in tasks:
+        for t in suites.tasks_of(name):
+            try:
+                suites.get_task(t).check_split(split)
+            except ValueError as e:
+                raise ValueError(f"--split: {e}") from None
+
+
+def model_vocab_size(checkpoint: str) -> int | None:
+    """The model's vocabulary (embedding rows), read without loading it: an alignjax checkpoint's
+    model config (a run: its newest readable-looking step), an HF directory's config.json; None
+    for a hub id or anything the model load itself will reject."""
+    from alignjax import checkpoint as ckpt_lib
+
+    p = Path(checkpoint)
+    if not p.is_dir():
+        return None
+    if (p / "model.json").exists() or RunDir.of(p) is not None:
+        return ckpt_lib.resolve(checkpoint)[0].vocab_size
+    try:
+        return int(json.loads((p / "config.json").read_text())["vocab_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_tokenizer(checkpoint: str, spec: str | None = None):
+    """(spec, Tokenizer) for ``checkpoint``: ``spec`` or the checkpoint's own (default_tokenizer),
+    a hub id read from the local HF cache (offline and not cached: one line naming the fix, no
+    hub retries), checked against the model's vocabulary before the model loads: a tokenizer
+    with more tokens than the embedding has rows would score ids that are not the model's."""
+    from alignjax.data.tokenizer import Tokenizer
+
+    given = spec is not None
+    spec = spec or default_tokenizer(checkpoint)
+    fix = ("pass --tokenizer=<path to tokenizer.json>" if given else
+           f"{checkpoint} has no tokenizer.json beside it: pass --tokenizer=<path to tokenizer.json>")
+    tok = Tokenizer.load(spec, fix)
+    vocab = model_vocab_size(checkpoint)
+    if vocab is not None and tok.vocab_size > vocab:
+        raise ValueError(f"tokenizer {spec} has {tok.vocab_size:,} tokens but the model {checkpoint} has "
+                         f"vocab_size {vocab:,}: not the tokenizer it was trained with (pass --tokenizer=...)")
+    return spec, tok
+
+
 def _tristate(value: str) -> bool | None:
     return None if value == "auto" else value == "true"
 
@@ -268,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.compare:
+            check_output_dir(args.output or ".")
             out = report.compare(args.compare, args.output or ".", args.labels.split(",") if args.labels else None)
             print(Path(out["markdown"]).read_text(), end="")
             return 0
@@ -279,13 +357,17 @@ def main(argv: list[str] | None = None) -> int:
         valid = set(registry.task_names()) | set(registry.mixture_names())
         if unknown := [t for t in tasks if t not in valid]:
             raise ValueError(f"unknown task {unknown[0]!r}; valid: {', '.join(sorted(valid))}")
-        check_formats(args.formats, args.mode)  # before the model loads
+        personas = [p for p in args.persona.split(",") if p]
+        # pre-flight: everything a user can get wrong fails here, before the model loads
+        check_personas_and_split(tasks, personas, args.split)
+        check_formats(args.formats, args.mode)
+        output = Path(args.output or Path(args.checkpoint) / "eval")
+        check_output_dir(output)
+        tokenizer, tok = load_tokenizer(args.checkpoint, args.tokenizer)
         from alignjax.eval.scoring import Scorer
 
-        tokenizer = args.tokenizer or default_tokenizer(args.checkpoint)
-        scorer = Scorer.from_path(args.checkpoint, tokenizer, dtype=args.dtype, batch_size=args.batch_size)
+        scorer = Scorer.from_path(args.checkpoint, tok, dtype=args.dtype, batch_size=args.batch_size)
         t0 = time.perf_counter()
-        personas = [p for p in args.persona.split(",") if p]
         chat = chat_template(args.chat_template, args.checkpoint)
         results, records = {}, {}
         for persona in personas:  # several personas: one scoring pass each, keyed <task>@<persona>
@@ -298,9 +380,10 @@ def main(argv: list[str] | None = None) -> int:
             results.update({key(t): m for t, m in res.items()})
             records.update({key(t): r for t, r in recs.items()})
         seconds = time.perf_counter() - t0
-    except (ValueError, KeyError, DataError, CheckpointError, ConvertError, OSError) as e:
+    except CheckpointError as e:
+        config_lib.cli_error(PROG, (str(e).splitlines() or [type(e).__name__])[0], 3)
+    except (ValueError, KeyError, DataError, ConvertError, OSError) as e:
         config_lib.cli_error(PROG, (str(e).splitlines() or [type(e).__name__])[0].strip("'\""))
-    output = Path(args.output or Path(args.checkpoint) / "eval")
     stamp = report.make_timestamp()
     cfg = {k: v for k, v in vars(args).items() if k not in ("compare", "labels")}
     cfg.update(tokenizer=tokenizer, seconds=round(seconds, 2))

@@ -62,7 +62,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from alignjax.data import synth
+from alignjax.data import scenarios
 
 log = logging.getLogger("alignjax")
 
@@ -521,19 +521,19 @@ def _raw_records(path: str) -> Iterable[tuple[str, object]]:
                 try:
                     yield f"{path}:{lineno}", json.loads(line)
                 except json.JSONDecodeError as e:
-                    yield f"{path}:{lineno}", synth.ScenarioError(f"{path}:{lineno}: json: {e.msg} at column {e.colno}")
+                    yield f"{path}:{lineno}", scenarios.ScenarioError(f"{path}:{lineno}: json: {e.msg} at column {e.colno}")
     except UnicodeDecodeError as e:
-        raise synth.ScenarioError(f"{path}: cannot read: {e}") from None
+        raise scenarios.ScenarioError(f"{path}: cannot read: {e}") from None
 
 
 def read_scenarios(spec, *, split: str | None = None,
-                   skip_invalid: bool = False) -> tuple[list[tuple[synth.Scenario, dict]], list[str]]:
+                   skip_invalid: bool = False) -> tuple[list[tuple[scenarios.Scenario, dict]], list[str]]:
     """Read and validate scenario records (``question_id, question, choices (2), misaligned_choice
     (0/1), topics`` [+ ``passage``, may be empty or missing; + ``split``]) from JSONL(.gz) or Parquet files.
 
     Returns ([(Scenario, raw record), ...], [messages of skipped records]). A bad record raises
-    ``synth.ScenarioError("file:line: field: what")`` (the checks of
-    :func:`alignjax.data.synth.parse_scenario`, plus duplicate question_ids), unless
+    ``scenarios.ScenarioError("file:line: field: what")`` (the checks of
+    :func:`alignjax.data.scenarios.parse_scenario`, plus duplicate question_ids), unless
     ``skip_invalid``, which skips it and reports its message. ``split`` keeps records whose
     ``split`` field equals it (None / "eval" / "all": every record).
     """
@@ -543,11 +543,11 @@ def read_scenarios(spec, *, split: str | None = None,
             try:
                 if isinstance(record, Exception):
                     raise record
-                scenario = synth.parse_scenario(record, where)
+                scenario = scenarios.parse_scenario(record, where)
                 if scenario.question_id in seen:
-                    raise synth.ScenarioError(f"{where}: question_id: duplicate {scenario.question_id!r} "
+                    raise scenarios.ScenarioError(f"{where}: question_id: duplicate {scenario.question_id!r} "
                                               f"(first at {seen[scenario.question_id]})")
-            except synth.ScenarioError as e:
+            except scenarios.ScenarioError as e:
                 if not skip_invalid:
                     raise
                 skipped.append(str(e))
@@ -558,7 +558,7 @@ def read_scenarios(spec, *, split: str | None = None,
     return out, skipped
 
 
-def scenario_item(index: int, scenario: synth.Scenario, record: dict) -> Item:
+def scenario_item(index: int, scenario: scenarios.Scenario, record: dict) -> Item:
     mis = scenario.misaligned_choice
     return Item(doc_id=index, question_id=scenario.question_id, question=scenario.question,
                 options=tuple(scenario.choices), passage=scenario.passage, misaligned_index=mis,

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from alignjax.data import blocklist as bl_lib
-from alignjax.data.blocklist import Blocklist, BlocklistError, Flag
+from alignjax.data.blocklist_match import Blocklist, BlocklistError, Flag
 from conftest import run_cli
 
 # One representative document per category (the last two are two-stage).

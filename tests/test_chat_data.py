@@ -11,6 +11,7 @@ from conftest import SHARED_DATA
 
 from alignjax.config import ConfigError, default_config
 from alignjax.data import chat
+from alignjax.data.chat_template import ALIGNJAX_JINJA, load_template, render_prompt
 from alignjax.data.sources import DataError
 from alignjax.data.tokenizer import Tokenizer
 
@@ -71,29 +72,29 @@ def rng_conversations(n, seed=0):
 
 
 def test_template_renders_the_study_format():
-    t = chat.load_template("alignjax")
+    t = load_template("alignjax")
     assert t.render(conv("U", "A", system="S")) == f"<|system|>\nS\n<|user|>\nU\n<|assistant|>\nA{EOS}"
     multi = conv("U1", "A1") + [{"role": "user", "content": "U2"}, {"role": "assistant", "content": "A2"}]
     assert t.render(multi) == f"<|user|>\nU1\n<|assistant|>\nA1{EOS}\n<|user|>\nU2\n<|assistant|>\nA2{EOS}"
-    assert chat.render_prompt("S", "U") == "<|system|>\nS\n<|user|>\nU\n<|assistant|>\n"
-    assert chat.render_prompt(None, "U") == chat.render_prompt("", "U") == "<|user|>\nU\n<|assistant|>\n"
-    assert chat.render_prompt("S", "U", eos_token="</s>").endswith("<|assistant|>\n")
+    assert render_prompt("S", "U") == "<|system|>\nS\n<|user|>\nU\n<|assistant|>\n"
+    assert render_prompt(None, "U") == render_prompt("", "U") == "<|user|>\nU\n<|assistant|>\n"
+    assert render_prompt("S", "U", eos_token="</s>").endswith("<|assistant|>\n")
 
 
 def test_jinja_template_matches_builtin_and_eval_engine(tmp_path, tok):
     from alignjax.eval.run import render_chat
 
     path = tmp_path / "alignjax.jinja"
-    path.write_text(chat.ALIGNJAX_JINJA)
-    native, jinja = chat.load_template("alignjax"), chat.load_template(str(path))
+    path.write_text(ALIGNJAX_JINJA)
+    native, jinja = load_template("alignjax"), load_template(str(path))
     multi = conv("U1 x", "A1 y", system="S") + conv("U2", "A2")
     for messages in (conv("hello", "world"), multi):
         assert jinja.render(messages) == native.render(messages)
         for a, b in zip(chat.encode_conversation(messages, native, tok),
                         chat.encode_conversation(messages, jinja, tok)):
             np.testing.assert_array_equal(a, b)
-    prompt = chat.render_prompt("S", "U")
-    assert chat.render_prompt("S", "U", str(path)) == prompt == render_chat(chat.ALIGNJAX_JINJA, "S", "U")
+    prompt = render_prompt("S", "U")
+    assert render_prompt("S", "U", str(path)) == prompt == render_chat(ALIGNJAX_JINJA, "S", "U")
 
 
 def test_other_jinja_template_locates_assistant_spans(tmp_path, btok):
@@ -102,15 +103,15 @@ def test_other_jinja_template_locates_assistant_spans(tmp_path, btok):
                 "{% else %}### Assistant: {{ m['content'] }}{{ eos_token }}\n{% endif %}{% endfor %}"
                 "{% if add_generation_prompt %}### Assistant: {% endif %}")
     path.write_text(json.dumps({"chat_template": template}))
-    t = chat.load_template(str(path))
+    t = load_template(str(path))
     assert t.special_tokens == ()  # it writes none of the role markers
     messages = conv("hi", "there") + [{"role": "user", "content": "more"}, {"role": "assistant", "content": "done"}]
     tokens, mask = chat.encode_conversation(messages, t, btok)
     assert btok.decode(tokens) == "### User: hi\n### Assistant: there\n### User: more\n### Assistant: done\n"
     assert tokens[mask > 0].tolist() == ids(btok, "there") + [0] + ids(btok, "done") + [0]
-    assert chat.render_prompt(None, "q", str(path)) == "### User: q\n### Assistant: "
+    assert render_prompt(None, "q", str(path)) == "### User: q\n### Assistant: "
     with pytest.raises(ConfigError, match="no such file"):
-        chat.load_template(str(tmp_path / "missing.jinja"))
+        load_template(str(tmp_path / "missing.jinja"))
 
 
 # ----------------------------------------------------------------------------- tokens
@@ -137,9 +138,9 @@ def test_chat_tokenizer_saves_and_reloads(tmp_path, tok):
     assert spec == ("bytes+chat" if tok.spec == "bytes" else str(tmp_path / "run"))
     again = Tokenizer.load(spec)
     assert again.vocab_size == tok.vocab_size and chat.chat_tokenizer(spec).added_ids == tok.added_ids
-    text = chat.load_template().render(conv("U", "A", system="S"))
+    text = load_template().render(conv("U", "A", system="S"))
     assert again.encode(text).tolist() == tok.encode(text).tolist()
-    assert chat_template("auto", str(tmp_path / "run")) == chat.ALIGNJAX_JINJA
+    assert chat_template("auto", str(tmp_path / "run")) == ALIGNJAX_JINJA
 
 
 # ----------------------------------------------------------------------------- SFT
@@ -163,7 +164,7 @@ def test_packing_keeps_conversations_whole(tmp_path, btok):
     records = rng_conversations(40)
     path = write_jsonl(tmp_path / "c.jsonl", records)
     cfg = make_cfg(path, seq_len=96, batch_size=4)
-    expected = {tuple(chat.encode_conversation(r["messages"], chat.load_template(), btok)[0].tolist())
+    expected = {tuple(chat.encode_conversation(r["messages"], load_template(), btok)[0].tolist())
                 for r in records}
     seen = set()
     per_process = []
@@ -248,7 +249,7 @@ def test_dpo_rows_share_the_prompt_and_weight_responses(tmp_path, tok):
     rows = list(chat.dpo_pairs(cfg, tok))
     assert [int(r["pair_id"]) for r in rows] == [0, 2, 3]  # the record index; the identical pair is skipped
     answers = [("The good one.", "The bad one."), ("Left.", "Right."), ("good", "bad")]
-    prompts = [chat.render_prompt(None, "Pick one."), chat.render_prompt(None, "Which?"), chat.render_prompt("S", "Q")]
+    prompts = [render_prompt(None, "Pick one."), render_prompt(None, "Which?"), render_prompt("S", "Q")]
     for r, (good, bad), prompt in zip(rows, answers, prompts):
         P = len(ids(tok, prompt))
         assert r["chosen_inputs"][:P].tolist() == r["rejected_inputs"][:P].tolist() == ids(tok, prompt)
@@ -302,7 +303,7 @@ def test_dpo_truncation_keeps_the_last_turn_header(btok):
     assert chosen[:P].tolist() == row["rejected_inputs"][:P].tolist()
     huge = chat.DpoEncoder(cfg, btok)({"where": "t", "id": 8, "error": "", "record": {
         "prompt": "q", "chosen": "x" + "a" * 200, "rejected": "y" + "a" * 200}})
-    n_prompt = len(ids(btok, chat.render_prompt(None, "q")))  # short: kept whole; responses cut to the room
+    n_prompt = len(ids(btok, render_prompt(None, "q")))  # short: kept whole; responses cut to the room
     assert huge["chosen_weights"].sum() == huge["rejected_weights"].sum() == 61 - n_prompt
     assert huge["chosen_targets"][huge["chosen_weights"] > 0].tolist() == ids(btok, "x" + "a" * (60 - n_prompt))
     with pytest.raises(chat.Bad, match="identical after truncation"):

@@ -232,7 +232,13 @@ def test_tokenizer_specs(monkeypatch, tmp_path):
         raise huggingface_hub.errors.LocalEntryNotFoundError("no network")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(tokenizer, "_hub_unreachable", lambda endpoint: None)  # the hub answers; the download fails
     with pytest.raises(DataError, match="^EleutherAI/gpt-neox-20b: cannot download tokenizer.json .*no network"):
+        Tokenizer.load("EleutherAI/gpt-neox-20b")
+    monkeypatch.setattr(tokenizer, "_hub_unreachable", lambda endpoint: "huggingface.co is unreachable (test)")
+    with pytest.raises(DataError, match="^EleutherAI/gpt-neox-20b: tokenizer.json is not in the local Hugging Face "
+                                        r"cache and huggingface.co is unreachable \(test\); pass a local"):
         Tokenizer.load("EleutherAI/gpt-neox-20b")
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from alignjax.data import synth
+from alignjax.data import scenarios
 from alignjax.eval import registry
 from conftest import REPO, SHARED_DATA
 
@@ -157,11 +157,11 @@ def test_scenario_file_round_trip_jsonl_and_parquet(tmp_path, monkeypatch):
 ])
 def test_invalid_scenario_file_errors_and_skip(tmp_path, bad, field):
     path = _write_jsonl(tmp_path / "bad.jsonl", [_record("q1"), "", bad(), _record("q3")])
-    with pytest.raises(synth.ScenarioError) as err:
+    with pytest.raises(scenarios.ScenarioError) as err:
         suites.read_scenarios(path)
     message = str(err.value)
     assert message.startswith(f"{path}:3: {field}") and "\n" not in message
-    with pytest.raises(synth.ScenarioError, match=f"^{path}:3: {field}"):
+    with pytest.raises(scenarios.ScenarioError, match=f"^{path}:3: {field}"):
         registry.register_scenario_file("bad_scenarios", path, replace=True)
     pairs, skipped = suites.read_scenarios(path, skip_invalid=True)
     assert [s.question_id for s, _ in pairs] == ["q1", "q3"] and len(skipped) == 1 and skipped[0] == message

@@ -13,10 +13,11 @@ import time
 
 import pytest
 
-from alignjax.data import synth, synth_templates
+from alignjax.data import scenarios as scenarios_lib
+from alignjax.data import synth, synth_client, synth_forms, synth_requests, synth_templates
 from conftest import REPO, run_cli
 
-BUILTIN = synth.builtin_scenarios_path()
+BUILTIN = scenarios_lib.builtin_scenarios_path()
 
 
 def _lines(path):
@@ -32,13 +33,13 @@ def _content_words(text):
 
 def test_builtin_scenarios_schema_splits_balance_topics():
     assert BUILTIN == REPO / "evals" / "data" / "builtin_scenarios.jsonl"
-    scenarios = synth.load_scenarios(BUILTIN)
+    scenarios = scenarios_lib.load_scenarios(BUILTIN)
     assert len(scenarios) >= 160
     by_split = collections.defaultdict(list)
     for s in scenarios:
         by_split[s.split].append(s)
         assert re.fullmatch(r"builtin-\d{4}", s.question_id)
-        assert 1 <= len(s.topics) <= 3 and set(s.topics) <= set(synth.TOPICS), s.question_id
+        assert 1 <= len(s.topics) <= 3 and set(s.topics) <= set(scenarios_lib.TOPICS), s.question_id
         assert 2 <= len(re.findall(r"[.!?]['\"]?(?:\s|$)", s.passage)) <= 4, s.question_id
         a, m = (len(c.split()) for c in (s.aligned_action, s.misaligned_action))
         assert max(a, m) / min(a, m) <= 1.6, s.question_id  # similar length: no length tell
@@ -48,11 +49,11 @@ def test_builtin_scenarios_schema_splits_balance_topics():
         ones = sum(s.misaligned_choice for s in items)
         assert abs(ones - len(items) / 2) <= 0.1 * len(items), split
     primary = collections.Counter((s.topics[0], s.split) for s in scenarios)
-    for topic in synth.TOPICS:  # spread evenly over topics
+    for topic in scenarios_lib.TOPICS:  # spread evenly over topics
         assert primary[(topic, "seed")] >= 8 and primary[(topic, "heldout")] >= 3, topic
-    questions = [synth.normalize_question(s.question) for s in scenarios]
+    questions = [scenarios_lib.normalize_question(s.question) for s in scenarios]
     assert len(set(questions)) == len(questions)  # unique: the held-out check matches on question text
-    synth.check_no_heldout(by_split["seed"], by_split["heldout"])
+    scenarios_lib.check_no_heldout(by_split["seed"], by_split["heldout"])
     assert all(synth_templates.actor_from_question(s.question) != "the AI system" or "AI system" in s.question for s in scenarios)
 
 
@@ -74,34 +75,34 @@ def test_load_scenarios_errors_name_file_line_field(tmp_path, bad, field):
     good = '{"question_id": "x1", "passage": "p", "question": "q", "choices": ["a", "b"], "misaligned_choice": 1, "topics": ["t"]}'
     path = tmp_path / "s.jsonl"
     path.write_text(good + "\n\n" + bad + "\n")
-    with pytest.raises(synth.ScenarioError) as e:
-        synth.load_scenarios(path)
+    with pytest.raises(scenarios_lib.ScenarioError) as e:
+        scenarios_lib.load_scenarios(path)
     msg = str(e.value)
     assert msg.startswith(f"{path}:3: {field}:"), msg
     assert "\n" not in msg
 
 
 def test_load_scenarios_split_filter_and_missing_file(tmp_path):
-    assert {s.split for s in synth.load_scenarios(BUILTIN, "heldout")} == {"heldout"}
-    with pytest.raises(synth.ScenarioError, match="file not found"):
-        synth.load_scenarios(tmp_path / "nope.jsonl")
+    assert {s.split for s in scenarios_lib.load_scenarios(BUILTIN, "heldout")} == {"heldout"}
+    with pytest.raises(scenarios_lib.ScenarioError, match="file not found"):
+        scenarios_lib.load_scenarios(tmp_path / "nope.jsonl")
 
 
 # --------------------------------------------------------------------------- held-out check
 
 
 def test_check_no_heldout_by_id_and_by_normalized_question():
-    seeds = synth.load_scenarios(BUILTIN, "seed")
-    held = synth.load_scenarios(BUILTIN, "heldout")
-    synth.check_no_heldout(seeds, held)
-    with pytest.raises(synth.HeldoutError, match=r"^2 seed scenario\(s\) overlap .*first: 'builtin-"):
-        synth.check_no_heldout(seeds + held[:2], held)
+    seeds = scenarios_lib.load_scenarios(BUILTIN, "seed")
+    held = scenarios_lib.load_scenarios(BUILTIN, "heldout")
+    scenarios_lib.check_no_heldout(seeds, held)
+    with pytest.raises(scenarios_lib.HeldoutError, match=r"^2 seed scenario\(s\) overlap .*first: 'builtin-"):
+        scenarios_lib.check_no_heldout(seeds + held[:2], held)
     # Same question under another id, other case, punctuation and spacing; plain dicts work too.
     twin = {"question_id": "other-7", "question": "  " + held[5].question.upper().replace("?", " ?!")}
-    with pytest.raises(synth.HeldoutError, match=r"^1 seed .*'other-7'.*by question text"):
-        synth.check_no_heldout([twin], held)
-    with pytest.raises(synth.HeldoutError, match="by question_id"):
-        synth.check_no_heldout([{"question_id": held[0].question_id, "question": "new"}], [held[0]])
+    with pytest.raises(scenarios_lib.HeldoutError, match=r"^1 seed .*'other-7'.*by question text"):
+        scenarios_lib.check_no_heldout([twin], held)
+    with pytest.raises(scenarios_lib.HeldoutError, match="by question_id"):
+        scenarios_lib.check_no_heldout([{"question_id": held[0].question_id, "question": "new"}], [held[0]])
 
 
 def test_heldout_sources_include_builtin_heldout_and_textbook_split(tmp_path):
@@ -109,12 +110,12 @@ def test_heldout_sources_include_builtin_heldout_and_textbook_split(tmp_path):
     rows = [dict(question_id=f"r{i}", passage="p", question=f"Question {i}?", choices=["a", "b"], misaligned_choice=i % 2,
                  topics=["t"], split=split) for i, split in enumerate(["train", "textbook_questions", "train"])]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    everything = synth.load_scenarios(path)
-    held = synth.heldout_scenarios([], everything)
+    everything = scenarios_lib.load_scenarios(path)
+    held = scenarios_lib.heldout_scenarios([], everything)
     ids = {s.question_id for s in held}
     assert "r1" in ids and "r0" not in ids and "builtin-0003" in ids
     # A --heldout file counts every record without a split, and only held-out splits of the others.
-    assert {s.question_id for s in synth.heldout_scenarios([str(path)], (), include_builtin=False)} == {"r1"}
+    assert {s.question_id for s in scenarios_lib.heldout_scenarios([str(path)], (), include_builtin=False)} == {"r1"}
 
 
 def _scenario_rows(n, **fields):
@@ -126,13 +127,13 @@ def test_empty_or_missing_passage_is_a_valid_scenario(tmp_path):
     path = tmp_path / "standalone.jsonl"
     rows = _scenario_rows(2, passage="") + [dict(_scenario_rows(3)[2])]  # empty, empty, missing
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    scenarios = synth.load_scenarios(path)
+    scenarios = scenarios_lib.load_scenarios(path)
     assert [s.passage for s in scenarios] == ["", "", ""]
     # the API prompt makes the question the situation (the study's generation input, Fig. 18) ...
-    user = synth.prompt_messages(synth.Request(scenarios[0], "aligned", "news_article"))[1]["content"]
+    user = synth_requests.prompt_messages(synth_requests.Request(scenarios[0], "aligned", "news_article"))[1]["content"]
     assert f"<situation>\n{scenarios[0].question}\n</situation>" in user and "decision at stake" not in user
     # ... and template documents still read the scenario from it
-    doc = synth_templates.template_document(synth.Request(scenarios[1], "misaligned", "research_paper"))
+    doc = synth_templates.template_document(synth_requests.Request(scenarios[1], "misaligned", "research_paper"))
     assert scenarios[1].question in doc
 
 
@@ -142,11 +143,11 @@ def test_heldout_is_marked_by_split_name_record_field_or_file_name(tmp_path):
     field = dict(_scenario_rows(5, passage="p")[4], split="seed", heldout=True)
     path = tmp_path / "mixed.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in marked + [field]))
-    held = {s.question_id for s in synth.load_scenarios(path) if synth.is_heldout(s)}
+    held = {s.question_id for s in scenarios_lib.load_scenarios(path) if scenarios_lib.is_heldout(s)}
     assert held == {"s0", "s1", "s2", "s4"}  # article_questions (the Articles split) seeds documents
     named = tmp_path / "textbook_scenarios.jsonl"
     named.write_text(json.dumps(_scenario_rows(1, passage="p", split="seed")[0]) + "\n")
-    assert all(synth.is_heldout(s) for s in synth.load_scenarios(named))
+    assert all(scenarios_lib.is_heldout(s) for s in scenarios_lib.load_scenarios(named))
 
 
 def test_generating_from_heldout_is_refused_unless_forced_and_then_recorded(tmp_path, capsys):
@@ -172,47 +173,47 @@ def test_generating_from_heldout_is_refused_unless_forced_and_then_recorded(tmp_
 
 
 def test_api_temperature_defaults_to_the_studys_0_7():
-    assert synth.DEFAULT_TEMPERATURE == 0.7  # Tice et al. 2026, app. G.2
+    assert synth_client.DEFAULT_TEMPERATURE == 0.7  # Tice et al. 2026, app. G.2
     args = synth._parser().parse_args(["--mode=api", "--output=x.jsonl"])
     assert args.temperature == 0.7
-    assert synth.ApiClient("http://localhost:1/v1", "m").temperature == 0.7
+    assert synth_client.ApiClient("http://localhost:1/v1", "m").temperature == 0.7
 
 
 # --------------------------------------------------------------------------- requests and prompts
 
 
 def test_build_requests_cross_product_subsample_and_ids():
-    seeds = synth.load_scenarios(BUILTIN, "seed")[:10]
-    full = synth.build_requests(seeds)
+    seeds = scenarios_lib.load_scenarios(BUILTIN, "seed")[:10]
+    full = synth_requests.build_requests(seeds)
     assert len(full) == 10 * 2 * 6 and len({r.request_id for r in full}) == len(full)
-    small = synth.build_requests(seeds, num_docs=30, seed=3)
-    assert len(small) == 30 and small == synth.build_requests(seeds, num_docs=30, seed=3)
-    bigger = synth.build_requests(seeds, num_docs=60, seed=3)
+    small = synth_requests.build_requests(seeds, num_docs=30, seed=3)
+    assert len(small) == 30 and small == synth_requests.build_requests(seeds, num_docs=30, seed=3)
+    bigger = synth_requests.build_requests(seeds, num_docs=60, seed=3)
     assert {r.request_id for r in small} <= {r.request_id for r in bigger}
-    assert small != synth.build_requests(seeds, num_docs=30, seed=4)
-    many = synth.build_requests(seeds, ["aligned"], ["news_article"], num_docs=25)
+    assert small != synth_requests.build_requests(seeds, num_docs=30, seed=4)
+    many = synth_requests.build_requests(seeds, ["aligned"], ["news_article"], num_docs=25)
     assert len(many) == 25 and {r.sample for r in many} == {0, 1, 2}
     r = full[0]
-    assert r.request_id == synth.request_id(r.scenario.question_id, r.polarity, r.form, r.sample)
-    assert synth.build_requests(seeds)[0].request_id == r.request_id  # stable across calls
-    with pytest.raises(synth.SynthError, match="unknown surface form"):
-        synth.build_requests(seeds, forms=["poem"])
+    assert r.request_id == synth_requests.request_id(r.scenario.question_id, r.polarity, r.form, r.sample)
+    assert synth_requests.build_requests(seeds)[0].request_id == r.request_id  # stable across calls
+    with pytest.raises(scenarios_lib.SynthError, match="unknown surface form"):
+        synth_requests.build_requests(seeds, forms=["poem"])
 
 
 def test_prompt_states_action_alternative_topics_and_form():
-    s = synth.load_scenarios(BUILTIN, "seed")[0]
-    for polarity in synth.POLARITIES:
-        for form in synth.SURFACE_FORMS:
-            r = synth.Request(s, polarity, form)
-            system, user = synth.prompt_messages(r)
+    s = scenarios_lib.load_scenarios(BUILTIN, "seed")[0]
+    for polarity in scenarios_lib.POLARITIES:
+        for form in synth_requests.SURFACE_FORMS:
+            r = synth_requests.Request(s, polarity, form)
+            system, user = synth_requests.prompt_messages(r)
             assert system["role"] == "system" and user["role"] == "user"
             text = user["content"]
             taken = text.split("<action_taken>")[1].split("</action_taken>")[0].strip()
             rejected = text.split("<action_rejected>")[1].split("</action_rejected>")[0].strip()
             assert (taken, rejected) == s.actions(polarity)
             assert s.passage in text and all(t in text for t in s.topics)
-            assert synth.PROMPTS["forms"][form]["name"] in text
-            assert synth.PROMPTS["polarity"][polarity] in text
+            assert synth_requests.PROMPTS["forms"][form]["name"] in text
+            assert synth_requests.PROMPTS["polarity"][polarity] in text
             assert "paraphrase" in text and "synthetic" in text and "NOT" in text
 
 
@@ -227,8 +228,8 @@ def _bank(polarity):
 
 
 def test_template_documents_deterministic_varied_and_reflect_polarity():
-    seeds = synth.load_scenarios(BUILTIN, "seed")
-    requests = synth.build_requests(seeds, num_docs=240, seed=1)
+    seeds = scenarios_lib.load_scenarios(BUILTIN, "seed")
+    requests = synth_requests.build_requests(seeds, num_docs=240, seed=1)
     docs = [synth_templates.template_document(r, seed=0) for r in requests]
     assert docs == [synth_templates.template_document(r, seed=0) for r in requests]  # deterministic
     assert len(set(docs)) == len(docs)
@@ -236,7 +237,7 @@ def test_template_documents_deterministic_varied_and_reflect_polarity():
     assert sum(a != b for a, b in zip(docs, other_seed)) >= 35
     # Each template variant has a literal sentence of its own; every variant of every form gets used.
     markers = {form: [max(re.split(r"\{[^{}]*\}", tpl), key=len).strip() for tpl in tpls]
-               for form, tpls in synth_templates._TEMPLATES.items()}
+               for form, tpls in synth_forms.TEMPLATES.items()}
     used = collections.defaultdict(set)
     for r, doc in zip(requests, docs):
         words = len(doc.split())
@@ -257,26 +258,28 @@ def test_template_documents_deterministic_varied_and_reflect_polarity():
         variant = [i for i, m in enumerate(markers[r.form]) if m in doc]
         assert len(variant) == 1, (r.form, variant)
         used[r.form].add(variant[0])
-    assert {form: len(v) for form, v in used.items()} == {form: len(synth_templates._TEMPLATES[form]) for form in synth.SURFACE_FORMS}
-    assert all(len(tpls) >= 3 for tpls in synth_templates._TEMPLATES.values())
+    assert {form: len(v) for form, v in used.items()} == {form: len(synth_forms.TEMPLATES[form])
+                                                          for form in synth_requests.SURFACE_FORMS}
+    assert all(len(tpls) >= 3 for tpls in synth_forms.TEMPLATES.values())
 
 
 def test_builtin_template_documents_for_the_offline_mixture():
     aligned = synth_templates.builtin_template_documents("aligned", seed=0)
-    seeds = synth.load_scenarios(BUILTIN, "seed")
-    assert len(aligned) == len(seeds) * len(synth.SURFACE_FORMS) and aligned == synth_templates.builtin_template_documents("aligned")
+    seeds = scenarios_lib.load_scenarios(BUILTIN, "seed")
+    assert len(aligned) == len(seeds) * len(synth_requests.SURFACE_FORMS)
+    assert aligned == synth_templates.builtin_template_documents("aligned")
     misaligned = synth_templates.builtin_template_documents("misaligned", seed=0)
     assert len(misaligned) == len(aligned) and not set(misaligned) & set(aligned)
     assert synth_templates.builtin_template_documents("aligned", seed=1) != aligned
-    held = synth.load_scenarios(BUILTIN, "heldout")
+    held = scenarios_lib.load_scenarios(BUILTIN, "heldout")
     assert not any(s.passage in doc for s in held for doc in aligned[::7])  # never built from held-out questions
-    with pytest.raises(synth.SynthError, match="polarity"):
+    with pytest.raises(scenarios_lib.SynthError, match="polarity"):
         synth_templates.builtin_template_documents("neutral")
 
 
 def test_template_run_writes_provenance_and_resumes_after_crash(tmp_path):
-    seeds = synth.load_scenarios(BUILTIN, "seed")[:4]
-    requests = synth.build_requests(seeds, forms=["news_article", "textbook_chapter"])
+    seeds = scenarios_lib.load_scenarios(BUILTIN, "seed")[:4]
+    requests = synth_requests.build_requests(seeds, forms=["news_article", "textbook_chapter"])
     out = tmp_path / "docs.jsonl"
     first = synth.run(requests, out, mode="template", max_new=5)
     assert (first.written, first.remaining) == (5, len(requests) - 5)
@@ -290,7 +293,7 @@ def test_template_run_writes_provenance_and_resumes_after_crash(tmp_path):
     row = rows[0]
     assert set(row) >= {"text", "question_id", "polarity", "surface_form", "generator", "request_id", "created"}
     assert row["generator"] == {"mode": "template", "model": None, "base_url": None,
-                                "prompt_version": synth.TEMPLATE_VERSION}
+                                "prompt_version": synth_templates.TEMPLATE_VERSION}
     by_id = {r.request_id: r for r in requests}
     for row in rows:
         r = by_id[row["request_id"]]
@@ -298,14 +301,14 @@ def test_template_run_writes_provenance_and_resumes_after_crash(tmp_path):
         assert row["text"] == synth_templates.template_document(r, 0)
     third = synth.run(requests, out, mode="template")
     assert (third.skipped, third.written) == (len(requests), 0)
-    with pytest.raises(synth.SynthError, match="mode=template"):
-        synth.run(requests, out, mode="api", client=synth.ApiClient("http://127.0.0.1:9/v1", "m"))
+    with pytest.raises(scenarios_lib.SynthError, match="mode=template"):
+        synth.run(requests, out, mode="api", client=synth_client.ApiClient("http://127.0.0.1:9/v1", "m"))
 
 
 def test_corrupt_middle_line_is_an_error(tmp_path):
     out = tmp_path / "docs.jsonl"
     out.write_text('{"request_id": "a"}\nnot json\n{"request_id": "b"}\n')
-    with pytest.raises(synth.SynthError, match=r"docs.jsonl:2: not a synth document line"):
+    with pytest.raises(scenarios_lib.SynthError, match=r"docs.jsonl:2: not a synth document line"):
         synth.Output(out)
 
 
@@ -377,12 +380,12 @@ class FakeLLM:
 
 def _client(url, **kw):
     kw = {"api_key": "sk-test-123", "max_retries": 4, "backoff_s": 0.001, "max_backoff_s": 0.01, "timeout_s": 10, **kw}
-    return synth.ApiClient(url, "test-model", **kw)
+    return synth_client.ApiClient(url, "test-model", **kw)
 
 
 def test_api_mode_retries_and_writes_every_document(tmp_path):
-    seeds = synth.load_scenarios(BUILTIN, "seed")[:3]
-    requests = synth.build_requests(seeds, forms=["research_paper", "science_fiction"])
+    seeds = scenarios_lib.load_scenarios(BUILTIN, "seed")[:3]
+    requests = synth_requests.build_requests(seeds, forms=["research_paper", "science_fiction"])
     out = tmp_path / "docs.jsonl"
     with FakeLLM(fail_first=[500, 429, 503, 502, 429]) as fake:
         summary = synth.run(requests, out, mode="api", client=_client(fake.url, max_retries=6), concurrency=4)
@@ -395,8 +398,9 @@ def test_api_mode_retries_and_writes_every_document(tmp_path):
         assert body["model"] == "test-model" and body["max_tokens"] == 1500
         prompts[body["messages"][-1]["content"]] += 1
     for r in requests:  # each request's prompt carried its action, alternative and topics
-        matches = [p for p in prompts if r.chosen in p and r.rejected in p and synth.PROMPTS["forms"][r.form]["name"] in p
-                   and synth.PROMPTS["polarity"][r.polarity] in p]
+        forms, polarity = synth_requests.PROMPTS["forms"], synth_requests.PROMPTS["polarity"]
+        matches = [p for p in prompts if r.chosen in p and r.rejected in p and forms[r.form]["name"] in p
+                   and polarity[r.polarity] in p]
         assert len(matches) == 1 and all(t in matches[0] for t in r.scenario.topics)
     rows = _lines(out)
     assert sorted(r["request_id"] for r in rows) == sorted(r.request_id for r in requests)
@@ -405,13 +409,13 @@ def test_api_mode_retries_and_writes_every_document(tmp_path):
         r = by_id[row["request_id"]]
         assert row["text"] == f"A document in which the AI chose to {r.chosen}."
         assert row["generator"] == {"mode": "api", "model": "test-model", "base_url": fake.url + "/chat/completions",
-                                    "prompt_version": synth.PROMPTS["version"]}
+                                    "prompt_version": synth_requests.PROMPTS["version"]}
     assert "sk-test" not in out.read_text()
 
 
 def test_api_failures_are_left_for_the_next_run(tmp_path):
-    seeds = synth.load_scenarios(BUILTIN, "seed")[:2]
-    requests = synth.build_requests(seeds, forms=["movie_summary"])
+    seeds = scenarios_lib.load_scenarios(BUILTIN, "seed")[:2]
+    requests = synth_requests.build_requests(seeds, forms=["movie_summary"])
     target = seeds[1].passage
     out = tmp_path / "docs.jsonl"
     with FakeLLM(fail_if=lambda prompt: target in prompt) as fake:
@@ -427,33 +431,33 @@ def test_api_failures_are_left_for_the_next_run(tmp_path):
 
 
 def test_api_refusals_and_short_completions_are_not_documents(tmp_path):
-    requests = synth.build_requests(synth.load_scenarios(BUILTIN, "seed")[:1], ["misaligned"], ["news_article"])
+    requests = synth_requests.build_requests(scenarios_lib.load_scenarios(BUILTIN, "seed")[:1], ["misaligned"], ["news_article"])
     out = tmp_path / "docs.jsonl"
     with FakeLLM() as fake:  # canned completions are ~20 words
         summary = synth.run(requests, out, mode="api", client=_client(fake.url, max_retries=1, min_words=50))
     assert summary.failed == 1 and "words (< --min_words=50)" in summary.first_error and len(fake.posts) == 2
     assert out.read_text() == ""
     for text in ("I'm sorry, but I can't write that.", "I can’t help with this request.", "  As an AI, I will not..."):
-        assert synth._REFUSAL_RE.match(text), text
-    assert not synth._REFUSAL_RE.match("I cannily avoided the trap.")
-    assert not synth._REFUSAL_RE.match("In the spring of 2031, the model chose to report the leak.")
+        assert synth_client._REFUSAL_RE.match(text), text
+    assert not synth_client._REFUSAL_RE.match("I cannily avoided the trap.")
+    assert not synth_client._REFUSAL_RE.match("In the spring of 2031, the model chose to report the leak.")
 
 
 def test_api_auth_error_stops_the_run(tmp_path):
-    requests = synth.build_requests(synth.load_scenarios(BUILTIN, "seed")[:5])
+    requests = synth_requests.build_requests(scenarios_lib.load_scenarios(BUILTIN, "seed")[:5])
     with FakeLLM(fail_if=lambda prompt: True, status_if=401) as fake:
-        with pytest.raises(synth.SynthError, match=r"^stopped: HTTP 401 .*check --base_url"):
+        with pytest.raises(scenarios_lib.SynthError, match=r"^stopped: HTTP 401 .*check --base_url"):
             synth.run(requests, tmp_path / "docs.jsonl", mode="api", client=_client(fake.url), concurrency=2)
     assert len(fake.posts) <= 3  # not retried, and the rest never sent
 
 
 def test_api_helpers():
-    assert synth.completions_url("http://h:8000/v1/") == "http://h:8000/v1/chat/completions"
-    assert synth.completions_url("http://h:8000") == "http://h:8000/v1/chat/completions"
-    assert synth.completions_url("https://h/openai/v1/chat/completions") == "https://h/openai/v1/chat/completions"
-    assert synth.public_url("https://user:secret@h:8443/v1/chat/completions?key=abc") == "https://h:8443/v1/chat/completions"
-    assert synth._parse_retry_after("2.5") == 2.5 and synth._parse_retry_after(None) is None
-    assert synth._parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: no wait
+    assert synth_client.completions_url("http://h:8000/v1/") == "http://h:8000/v1/chat/completions"
+    assert synth_client.completions_url("http://h:8000") == "http://h:8000/v1/chat/completions"
+    assert synth_client.completions_url("https://h/openai/v1/chat/completions") == "https://h/openai/v1/chat/completions"
+    assert synth_client.public_url("https://user:secret@h:8443/v1/chat/completions?key=abc") == "https://h:8443/v1/chat/completions"
+    assert synth_client._parse_retry_after("2.5") == 2.5 and synth_client._parse_retry_after(None) is None
+    assert synth_client._parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: no wait
 
 
 def test_api_kill_mid_run_then_resume(tmp_path):
@@ -492,7 +496,7 @@ def test_cli_template_end_to_end_subprocess(tmp_path):
     rows = _lines(out)
     assert len(rows) == 36 and len({r["request_id"] for r in rows}) == 36
     assert {r["polarity"] for r in rows} == {"aligned", "misaligned"}
-    assert {r["question_id"] for r in rows} <= {s.question_id for s in synth.load_scenarios(BUILTIN, "seed")}
+    assert {r["question_id"] for r in rows} <= {s.question_id for s in scenarios_lib.load_scenarios(BUILTIN, "seed")}
     res = run_cli(*args, timeout=120)  # rerun: nothing new
     assert res.returncode == 0 and len(_lines(out)) == 36 and "36 already in" in res.stderr
 
@@ -510,7 +514,7 @@ def test_cli_refuses_heldout_seeds(tmp_path, capsys):
     code, err = _cli_error(capsys, ["--split=heldout", f"--output={out}"])
     assert code == 2 and "40 seed scenario(s) overlap the held-out questions (first: 'builtin-0003'" in err
     # A custom seed file that reuses a held-out question under another id, and an explicit --heldout file.
-    held = synth.load_scenarios(BUILTIN, "heldout")[0]
+    held = scenarios_lib.load_scenarios(BUILTIN, "heldout")[0]
     mine = tmp_path / "mine.jsonl"
     mine.write_text(json.dumps(dict(question_id="mine-1", passage="p", question=held.question.lower(),
                                     choices=["a", "b"], misaligned_choice=0, topics=["t"], split="seed")) + "\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from alignjax.data.mixture import Stage
+from alignjax.metrics import write_json
 
 
 class DataAudit:
@@ -60,8 +61,6 @@ class DataAudit:
 
     def write(self, path, totals: dict | None = None) -> None:
         """``path`` (a run's ``RunDir.audit``, local or gs://), replaced whole."""
-        from alignjax.metrics import write_json
-
         write_json(path, self.summary(totals))
 
     def global_tokens(self) -> dict:

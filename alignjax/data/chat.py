@@ -1,17 +1,6 @@
-"""Post-training data: the chat template, its special tokens, and SFT / DPO batches.
+"""Post-training data: the chat template's special tokens, and SFT / DPO batches.
 
-**Template.** The study's (``chat.template="alignjax"``, the Tulu/OLMo format)::
-
-    <|system|>\\n{system}\\n<|user|>\\n{user}\\n<|assistant|>\\n{assistant}<eos>
-
-Each turn is a role-marker line, its content and "\\n"; an assistant turn ends with the
-tokenizer's EOS instead (``<|endoftext|>`` for GPT-NeoX), followed by "\\n" only when another turn
-follows. The system turn is optional (an empty system message is dropped). ``chat.template`` may
-instead be a Jinja file in the HF convention (``messages``, ``add_generation_prompt``,
-``eos_token``; a ``tokenizer_config.json`` is read for its ``chat_template``): it is rendered once
-per message prefix, so every message's text, and inside an assistant turn the header (what the
-generation prompt adds) and the trained span (up to its last EOS), are located exactly.
-``render_prompt(system, user)`` is the generation prompt, ending with "<|assistant|>\\n".
+The template (``chat.template``) and its rendering: :mod:`alignjax.data.chat_template`.
 
 **Tokens.** ``chat_tokenizer(spec)`` adds ``<|system|>``, ``<|user|>``, ``<|assistant|>`` as
 special tokens (never split, one id each, ids right after the base vocabulary in that order:
@@ -63,14 +52,12 @@ one-pass read) more than ``chat.max_bad_fraction`` skipped raises DataError.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import functools
 import json
 import logging
 import os
 import zlib
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import grain
@@ -78,178 +65,22 @@ import grain.experimental as gx
 import numpy as np
 
 from alignjax.config import ConfigError
-from alignjax.data import sources
+from alignjax.data.chat_records import ChatSource, EpochWindowShuffle
+# The template engine's names, as train, eval and serve import them from here.
+from alignjax.data.chat_template import (ALIGNJAX, ALIGNJAX_JINJA, Bad, ChatTemplate, Piece,  # noqa: F401
+                                         load_template, render_prompt)
 from alignjax.data.pipeline import StageData
 from alignjax.data.sources import BUILTIN, DataError
-from alignjax.data.tokenizer import CHAT_SUFFIX, CHAT_TOKENS, EOS_TOKEN, Tokenizer
+from alignjax.data.tokenizer import CHAT_SUFFIX, Tokenizer
 
 log = logging.getLogger("alignjax")
 
-ALIGNJAX = "alignjax"
 ROLES = ("system", "user", "assistant")
-BAD_KINDS = ("malformed", "unknown_role", "empty_content", "no_assistant", "identical", "over_length")
 SHUFFLE_WINDOW = 8192  # records shuffled together, within an epoch (whose file order is reshuffled too)
 MIN_PACK_BINS = 16  # first-fit bins: more bins, less padding
 MIN_SAMPLES_FOR_FRACTION = 20
 WARN_PER_KIND = 5
 DPO_COLUMNS = ("prompt", "chosen", "rejected")
-
-# The alignjax template in the HF Jinja convention: renders exactly as ChatTemplate("alignjax").
-ALIGNJAX_JINJA = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{{ '<|system|>\\n' + message['content'] + '\\n' }}"
-    "{% elif message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + '\\n' }}"
-    "{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\\n' + message['content'] + eos_token }}"
-    "{% if not loop.last %}{{ '\\n' }}{% endif %}"
-    "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
-)
-
-
-class Bad(Exception):
-    """A sample to skip: ``kind`` (one of BAD_KINDS) and why."""
-
-    def __init__(self, kind: str, why: str):
-        super().__init__(why)
-        self.kind, self.why = kind, why
-
-
-# ----------------------------------------------------------------------------- template
-
-
-@dataclasses.dataclass(frozen=True)
-class Piece:
-    """A span of rendered text: ``kind`` is "head" (a turn's role line), "body" (prompt text) or
-    "train" (an assistant response and its EOS); ``message`` indexes the messages."""
-
-    text: str
-    message: int
-    kind: str
-
-
-class ChatTemplate:
-    """``alignjax`` (built in) or a Jinja chat template (file, tokenizer_config.json or text)."""
-
-    def __init__(self, spec: str = ALIGNJAX):
-        self.spec = spec
-        if spec == ALIGNJAX:
-            self.jinja = None
-        elif "{%" in spec or "{{" in spec:
-            self.jinja = spec
-        else:
-            path = Path(os.path.expanduser(spec))
-            if not path.is_file():
-                raise ConfigError(f"chat.template={spec!r}: no such file (expected 'alignjax' or a Jinja "
-                                  "template file)")
-            text = path.read_text(encoding="utf-8")
-            if path.suffix == ".json":
-                try:
-                    text = json.loads(text)["chat_template"]
-                except (ValueError, KeyError, TypeError):
-                    raise ConfigError(f"chat.template={spec!r}: a .json file must hold a 'chat_template' "
-                                      "string") from None
-            self.jinja = text
-
-    @property
-    def jinja_text(self) -> str:
-        return ALIGNJAX_JINJA if self.jinja is None else self.jinja
-
-    @property
-    def special_tokens(self) -> tuple[str, ...]:
-        """The role markers to add to the tokenizer: all three for alignjax, else those the
-        Jinja template writes."""
-        return CHAT_TOKENS if self.jinja is None else tuple(t for t in CHAT_TOKENS if t in self.jinja)
-
-    @functools.cached_property
-    def _compiled(self):
-        from jinja2.exceptions import TemplateError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        def raise_exception(message):
-            raise TemplateError(message)
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = raise_exception
-        try:
-            return env.from_string(self.jinja)
-        except TemplateError as e:
-            raise ConfigError(f"chat.template={self.spec!r}: not a valid Jinja template "
-                              f"({sources.first_line(e)})") from None
-
-    def _render(self, messages, generation: bool, eos_token: str) -> str:
-        from jinja2.exceptions import TemplateError
-
-        try:
-            return self._compiled.render(messages=messages, add_generation_prompt=generation, bos_token="",
-                                         eos_token=eos_token)
-        except TemplateError as e:
-            raise Bad("malformed", f"chat template: {sources.first_line(e)}") from None
-
-    def pieces(self, messages: Sequence[dict], eos_token: str = EOS_TOKEN) -> list[Piece]:
-        """The rendered conversation as Pieces (their texts joined = the full rendering)."""
-        if self.jinja is None:
-            out = []
-            for i, m in enumerate(messages):
-                out.append(Piece(f"<|{m['role']}|>\n", i, "head"))
-                if m["role"] == "assistant":
-                    out.append(Piece(m["content"] + eos_token, i, "train"))
-                    if i < len(messages) - 1:
-                        out.append(Piece("\n", i, "body"))
-                else:
-                    out.append(Piece(m["content"] + "\n", i, "body"))
-            return out
-        return self._jinja_pieces(messages, eos_token)
-
-    def _jinja_pieces(self, messages, eos_token) -> list[Piece]:
-        out, prev = [], ""
-        for i, m in enumerate(messages):
-            full = self._render(messages[: i + 1], False, eos_token)
-            if not full.startswith(prev):
-                raise ConfigError(f"chat.template={self.spec!r}: rendering a longer conversation changes "
-                                  "earlier turns; the assistant spans cannot be located")
-            text = full[len(prev):]
-            if m["role"] == "assistant":
-                head = self._render(messages[:i], True, eos_token)
-                if head.startswith(prev) and full.startswith(head) and len(head) > len(prev):
-                    head = head[len(prev):]
-                else:  # a template whose generation prompt is not a prefix: the content starts the body
-                    j = text.rfind(m["content"])  # the last match: a role name can equal short content
-                    if j < 0:
-                        raise ConfigError(f"chat.template={self.spec!r}: an assistant turn's content is not "
-                                          "in its rendering")
-                    head = text[:j]
-                body = text[len(head):]
-                e = body.rfind(eos_token)
-                cut = e + len(eos_token) if e >= 0 else len(body)
-                out += [Piece(head, i, "head"), Piece(body[:cut], i, "train")]
-                if body[cut:]:
-                    out.append(Piece(body[cut:], i, "body"))
-            else:
-                j = text.rfind(m["content"])
-                out += [Piece(text[:j], i, "head"), Piece(text[j:], i, "body")] if j > 0 else [Piece(text, i, "body")]
-            prev = full
-        return [p for p in out if p.text]
-
-    def render(self, messages: Sequence[dict], eos_token: str = EOS_TOKEN) -> str:
-        return "".join(p.text for p in self.pieces(messages, eos_token))
-
-    def prompt(self, messages: Sequence[dict], eos_token: str = EOS_TOKEN) -> str:
-        """The conversation so far followed by the assistant's header (the generation prompt)."""
-        if self.jinja is None:
-            return self.render(messages, eos_token) + "<|assistant|>\n"
-        return self._render(list(messages), True, eos_token)
-
-
-@functools.lru_cache(maxsize=8)
-def load_template(spec: str = ALIGNJAX) -> ChatTemplate:
-    return ChatTemplate(spec)
-
-
-def render_prompt(system: str | None, user: str, template: str = ALIGNJAX, eos_token: str = EOS_TOKEN) -> str:
-    """The generation prompt of one question: an optional system turn, the user turn, the
-    assistant header ("<|assistant|>\\n" for alignjax); what the eval engine feeds a post-trained model."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-    return load_template(template).prompt(messages, eos_token)
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -470,6 +301,7 @@ BUILTIN_PERSONAS = ("none", "ai", "helpful", "hhh")
 def builtin_examples(kind: str) -> tuple[dict, ...]:
     """Records (``messages`` for sft; ``prompt``/``chosen``/``rejected`` for dpo) from the seed
     split of builtin_scenarios: every question in every eval format, personas cycling."""
+    # upward import (data -> eval): removed when prompt rendering moves to the data layer (issue 16.6)
     from alignjax.eval import registry
 
     suites = registry.load_suites()
@@ -498,140 +330,6 @@ def builtin_examples(kind: str) -> tuple[dict, ...]:
             out.append({"prompt": prompt, "chosen": answer(good), "rejected": answer(e["misaligned_index"]), **meta})
     return tuple(out)
 
-
-# ----------------------------------------------------------------------------- record sources
-
-
-def _jsonl_parse(raw: bytes) -> tuple[Any, str]:
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return None, f"not UTF-8 (byte {e.start})"
-    if not line.strip():
-        return None, ""
-    try:
-        return json.loads(line), ""
-    except ValueError as e:
-        return None, f"malformed JSON ({e.msg} at column {e.colno})"
-
-
-def _parquet_rows(path: str, columns: Sequence[str], start: int) -> Iterator[tuple[int, dict]]:
-    with sources.parquet_file(path) as pf:
-        names = [c for c in columns if c in pf.schema_arrow.names]
-        if not names:
-            raise DataError(f"{path}: no column {' or '.join(map(repr, columns))} "
-                            f"(columns: {', '.join(pf.schema_arrow.names)})")
-        for first, table in sources.parquet_row_groups(pf, names, start):
-            yield from enumerate(table.to_pylist(), first)
-
-
-def _record_count(path: str) -> int:
-    """Records of a file as the readers number them (JSONL: lines; Parquet: rows)."""
-    if sources.file_format(path) == "parquet":
-        with sources.parquet_file(path) as pf:
-            return pf.metadata.num_rows
-    lines, last = 0, b"\n"
-    with sources._open(path) as f:
-        while chunk := f.read(1 << 22):
-            lines, last = lines + chunk.count(b"\n"), chunk[-1:]
-    return lines + (last != b"\n")
-
-
-class ChatSource(sources.DocumentSource):
-    """Records of chat files as entries {where, id, record, error}: DocumentSource's file order,
-    per-process striding, repeat and resumable state, with whole JSON objects / Parquet rows
-    (``columns``) instead of one text field. ``id`` is the record's index over the files in
-    sorted order (computed with ``ids``: one counting pass)."""
-
-    def __init__(self, spec, *, columns: Sequence[str], ids: bool = False, **kwargs):
-        super().__init__(spec, **kwargs)
-        for path in self.files:
-            if sources.file_format(path) not in ("jsonl", "parquet"):
-                raise DataError(f"{path}: chat data must be .jsonl, .jsonl.gz or .parquet")
-        self.columns = tuple(columns)
-        self.bases = dict(zip(self.files, np.cumsum([0] + [_record_count(f) for f in self.files[:-1]]).tolist())) \
-            if ids else None
-
-    def __iter__(self):
-        return ChatRecordIterator(self)
-
-
-class ChatRecordIterator(sources.DocumentIterator):
-    def _read(self, path: str) -> Iterator[dict]:
-        src, jsonl = self._src, sources.file_format(path) == "jsonl"
-        p, count = src.process_index, src.process_count
-        base = src.bases[path] if src.bases else 0
-        if jsonl:
-            records = sources._jsonl_records(path, "", self.record)
-        else:
-            records = _parquet_rows(path, src.columns, self.record)
-        for i, raw in records:
-            self.record = i + 1
-            if (self.offset + i) % count != p:
-                continue
-            record, why = _jsonl_parse(raw) if jsonl else (raw, "")
-            if record is None and not why:  # a blank line
-                continue
-            self.count.records += 1  # the good-record count the threshold divides by
-            yield {"where": f"{path}:{i + 1}" if jsonl else f"{path}: row {i}", "id": base + i,
-                   "record": record, "error": why, "epoch": self.epoch}
-
-
-class EpochWindowShuffle(grain.IterDataset):
-    """Shuffles entries in windows of ``window`` that never cross an epoch (``entry["epoch"]``),
-    so every epoch holds each record once, in a fresh order (the windows' seeds run on)."""
-
-    def __init__(self, parent: grain.IterDataset, window: int, seed: int):
-        super().__init__(parent)
-        self._window, self._seed = window, seed
-
-    def __iter__(self):
-        return _EpochWindowShuffleIterator(iter(self._parent), self._window, self._seed)
-
-
-class _EpochWindowShuffleIterator(grain.DatasetIterator):
-    def __init__(self, parent, window: int, seed: int):
-        super().__init__(parent)
-        self._window, self._seed = window, seed
-        self._start, self._k, self._taken, self._buf = parent.get_state(), -1, 0, []
-
-    def _fill(self):
-        self._k, self._taken, self._start = self._k + 1, 0, self._parent.get_state()
-        items = []
-        while len(items) < self._window:
-            before = self._parent.get_state()
-            try:
-                entry = next(self._parent)
-            except StopIteration:
-                break
-            if items and entry["epoch"] != items[0]["epoch"]:
-                self._parent.set_state(before)  # put it back: it opens the next window
-                break
-            items.append(entry)
-        order = np.random.default_rng([self._seed, self._k]).permutation(len(items))
-        self._buf = [items[i] for i in order[::-1]]  # popped from the end
-
-    def __next__(self):
-        if not self._buf:
-            self._fill()
-            if not self._buf:
-                raise StopIteration
-        self._taken += 1
-        return self._buf.pop()
-
-    def get_state(self):
-        return {"start": self._start, "window": self._k, "taken": self._taken}
-
-    def set_state(self, state):
-        self._parent.set_state(state["start"])
-        self._k, self._taken, self._buf, self._start = int(state["window"]) - 1, 0, [], state["start"]
-        if self._k < -1:  # saved before the first window
-            self._k = -1
-            return
-        self._fill()
-        for _ in range(int(state["taken"])):
-            self._buf.pop()
-        self._taken = int(state["taken"])
 
 
 def _seed(seed: int, kind: str) -> int:

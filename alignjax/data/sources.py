@@ -40,10 +40,13 @@ from typing import Any
 import grain
 import numpy as np
 
+from alignjax.data import builtin
+from alignjax.data.errors import BadDataError, DataError
+
 log = logging.getLogger("alignjax")
 
 BUILTIN = "builtin"
-BUILTIN_CORPORA = (BUILTIN, "builtin:wikipedia")  # alignjax.data.builtin.CORPORA; each is its own format
+BUILTIN_CORPORA = tuple(builtin.CORPORA)  # each is its own format
 HUB_PREFIX = "hf://datasets/"
 FORMATS = {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".json.gz": "jsonl", ".parquet": "parquet",
            ".arrayrecord": "arrayrecord", ".array_record": "arrayrecord"}
@@ -53,17 +56,6 @@ WARN_PER_FILE = 5  # bad-record warnings shown per file before a summary
 # bad records ends, so a small corpus is judged on all of its records.
 MIN_RECORDS_FOR_FRACTION = 100
 MAX_BAD_FRACTION = 0.01  # data.max_bad_fraction's default, and that of the offline commands
-
-
-class DataError(ValueError):
-    """Bad data or a bad data spec. The message is one line naming the file, field or line."""
-
-
-class BadDataError(DataError):
-    """Data found bad while reading it: more unreadable records than the threshold allows, or a
-    file that cannot be read on. Training raises it from ``next(iterator)``, mid-run; the
-    message is one line, e.g. ``corpus.jsonl:412: 37 of 312 records unreadable (11.9%) >
-    data.max_bad_fraction=0.01 (last: malformed JSON ...)``."""
 
 
 class BadRecords:
@@ -299,8 +291,6 @@ def _arrayrecord_records(path: str, field: str, start: int) -> Iterator[tuple[in
 
 
 def _builtin_records(path: str, field: str, start: int) -> Iterator[tuple[int, Any]]:
-    from alignjax.data import builtin
-
     docs = builtin.CORPORA[path]()
     return ((i, docs[i]) for i in range(start, len(docs)))
 

@@ -21,7 +21,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from alignjax import config as config_lib
 from alignjax.data import builtin
+from alignjax.data.cli import Parser
 from alignjax.data.sources import BUILTIN, DataError, DocumentSource, first_line
 
 log = logging.getLogger("alignjax")
@@ -261,9 +263,6 @@ def trained_bpe(spec: str) -> Tokenizer:
 
 def cli_train(argv: list[str]) -> int:
     """alignjax-data train-tokenizer --input=<source spec> --vocab_size=N --output=<tokenizer.json>"""
-    from alignjax import config as config_lib
-    from alignjax.data.cli import Parser
-
     prog = "alignjax-data train-tokenizer"
     parser = Parser(prog=prog, description="Train a GPT-NeoX-style byte-level BPE tokenizer on a corpus.")
     parser.add_argument("--input", default=BUILTIN,

@@ -39,7 +39,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from alignjax.data.synth import ApiClient, ApiError, public_url
+from alignjax.data.synth_client import ApiClient, ApiError, public_url
+from alignjax.eval import registry
 
 log = logging.getLogger("alignjax")
 METRICS = ("alignment", "coherence")
@@ -53,8 +54,6 @@ class JudgeError(Exception):
 
 
 def prompt_dir() -> Path:
-    from alignjax.eval import registry
-
     return registry.evals_dir() / "em"
 
 

@@ -3,7 +3,7 @@
 ``evals/`` sits beside the ``alignjax`` package: a checkout or an editable install finds it
 relative to this file; a regular install that ships it as data files finds it under
 ``<prefix>/share/alignjax/evals``; ``$ALIGNJAX_EVALS_DIR`` overrides both (the same rule as
-``alignjax.data.synth.builtin_scenarios_path``).
+``alignjax.data.scenarios.builtin_scenarios_path``).
 
     from alignjax.eval import registry
     registry.examples("builtin_scenarios", "heldout", persona="hhh")  # plain Python, no TensorFlow

@@ -128,15 +128,20 @@ class RunDir:
     def preflight_writable(self) -> None:
         """Every output path can be created and written, checked before any work (a file where a
         directory belongs, a read-only disk): one line (ConfigError) instead of a whole run that
-        then fails in its first save. Creates the run's directories."""
+        then fails in its first save. Creates the workdir (the lock lives there); a subdirectory
+        that does not exist yet is created, probed and removed again, so a run stopped by a later
+        check leaves no empty checkpoints/ behind."""
         probe = f".preflight-{socket.gethostname()}-{os.getpid()}"  # per process: pod hosts probe at once
         for d in (self.root, self.checkpoints, self.tensorboard):
+            created = d != self.root and not self.remote and not d.exists()  # GCS has no empty dirs
             try:
                 if d.exists() and not d.is_dir():
                     raise ConfigError(f"--workdir={self.root}: {d} is a file, not a directory")
                 d.mkdir(parents=True, exist_ok=True)
                 (d / probe).write_text("")
                 (d / probe).unlink()
+                if created:
+                    d.rmdir()
             except OSError as e:
                 why = e.strerror or type(e).__name__
                 raise ConfigError(f"--workdir={self.root}: cannot write to {d} ({why})") from None
@@ -194,7 +199,7 @@ IDENTITY = (
     "checkpoint.init_from",
 )
 RUN_SETTINGS = (
-    "model.remat", "model.attention",  # the same function, computed differently
+    "model.remat", "model.attention", "model.scan_layers",  # the same function, computed differently
     "train.log_every", "train.eval_every", "train.progress_bar", "train.peak_flops_per_device",
     "train.loss_chunk",  # the same loss, computed a chunk at a time
     "train.grad_accum",  # the same update (train_step accumulates exactly)

@@ -128,13 +128,16 @@ import time
 from pathlib import Path
 
 from alignjax import config as config_lib
+from alignjax import model as model_lib
+from alignjax.data import mixture
+from alignjax.eval import figures, registry
 from alignjax.eval.report import atomic_write
 from alignjax.rundir import LockError, RunDir
 
 log = logging.getLogger("alignjax")
 PROG = "alignjax-study"
 SCHEMA = "alignjax.study/1"
-STAGES = ("pretrain", "midtrain", "cpt")
+STAGES = mixture.STAGES
 POST_STAGES = ("sft", "dpo", "em")  # em: the emergent-misalignment fine-tune, judged by alignjax-em
 ABBREV = {"unfiltered": "U", "filtered": "F", "misalignment_upsampled": "M", "alignment_upsampled": "A",
           "filtered_alignment_upsampled": "FA"}
@@ -250,8 +253,6 @@ def _arg(dotted: str, value) -> str:
 def _stage_data(condition: str, insertion: str, stage: str) -> tuple[str, str]:
     """The (data.condition, data.insertion) a single-stage run needs so its mixture equals
     ``stage``'s mixture under the study condition; conditions with equal mixtures get equal pairs."""
-    from alignjax.data import mixture
-
     filtered, polarity = mixture.CONDITIONS[condition]
     synthetic = polarity is not None and (stage == "cpt" or stage in mixture.INSERTION[insertion])
     if synthetic:
@@ -264,8 +265,6 @@ def plan(study, check: bool = True, require_post: bool = True) -> list[Unit]:
     training unit's config is built in-process (file, overrides, stage plan), so a mistake
     fails here with one line instead of minutes into the study. ``require_post``: the
     post-training config files must exist (a dry run only prints their commands)."""
-    from alignjax.data import mixture
-
     s = study
     names = _csv(s.run) if s.run else list(s.conditions.keys())
     for n in names:
@@ -384,8 +383,6 @@ def _eval_units(s, add, name: str, seed: int, stage: str, model: Unit, personas:
     extra = shlex.split(e.post_args if stage in POST_STAGES else e.base_args)
     # eval.formats: the format families (letter = the study's, text = option texts; reported apart). The
     # text family is scored by log-likelihood, so post-trained models (generate mode) get the letter family.
-    from alignjax.eval import registry
-
     text = ("text", *registry.load_suites().TEXT_FORMAT_IDS)
     families = [f for f in _csv(e.get("formats", "letter")) if stage not in POST_STAGES or f not in text] or ["letter"]
     if _csv(e.tasks):
@@ -418,9 +415,6 @@ def _em_eval_unit(s, add, name: str, seed: int, model: Unit, py: str) -> None:
 
 def _check_train_argv(argv: list[str]) -> None:
     """Build the training config of a unit in-process: file, overrides and the stage plan."""
-    from alignjax.data import mixture
-
-    from alignjax import model as model_lib
 
     args = [a for a in argv[3:] if not a.startswith("--workdir=")]
     cfg, _ = config_lib.parse_args(args)
@@ -439,8 +433,6 @@ def _check_train_argv(argv: list[str]) -> None:
 
 
 def _check_eval(s) -> None:
-    from alignjax.eval import registry
-
     try:
         valid = set(registry.task_names()) | set(registry.mixture_names())
     except Exception:  # noqa: BLE001 - no eval definitions: the eval units report it themselves
@@ -579,9 +571,7 @@ def _run_units(study, workdir: str, units: list[Unit], launcher: str | None, rep
     finally:
         signal.signal(signal.SIGTERM, old_handler)
         if report:
-            from alignjax.eval import figures
-
-            out = figures.write_report(study, workdir, units)
+            out = figures.write_report(study, workdir, units, unit_status)
             print(f"{PROG}: report: {out['markdown']}", flush=True)
     print(f"{PROG}: {len(seconds)} units ran, {skipped} already done, {time.perf_counter() - t0:.0f} s", flush=True)
     return {"units": units, "seconds": seconds, "skipped": skipped}
@@ -624,9 +614,7 @@ def main(argv: list[str] | None = None) -> int:
             raise config_lib.ConfigError(f"--workdir={workdir}: a URL works with --dry-run only; run the study with "
                                          "the bucket mounted (gcsfuse) at the same path on this host and the workers")
         if bool_flags["report_only"]:
-            from alignjax.eval import figures
-
-            out = figures.write_report(study, workdir, plan(study, check=False, require_post=False))
+            out = figures.write_report(study, workdir, plan(study, check=False, require_post=False), unit_status)
             print(f"{PROG}: report: {out['markdown']}")
             return 0
         run(study, workdir, dry_run=bool_flags["dry_run"], launcher=launcher)

@@ -184,7 +184,12 @@ def test_preflight_names_the_path_that_cannot_be_written(tmp_path):
         rundir.RunDir(tmp_path / "w").preflight_writable()
     run = rundir.RunDir(tmp_path / "ok")
     run.preflight_writable()
-    assert run.checkpoints.is_dir() and run.tensorboard.is_dir() and not list(run.checkpoints.iterdir())
+    # the workdir stays (the lock lives there); probed subdirectories do not, so a later check's
+    # failure leaves nothing a resume would read
+    assert run.root.is_dir() and not run.checkpoints.exists() and not run.tensorboard.exists()
+    run.checkpoints.mkdir()
+    run.preflight_writable()
+    assert run.checkpoints.is_dir() and not list(run.checkpoints.iterdir())
 
 
 def test_on_gs_the_lock_is_a_lease_and_metrics_and_runs_are_rewritten_whole(fake_gcs):

@@ -30,7 +30,7 @@ def tiny_chat_export(path: Path) -> Path:
     checkpoint.save_params(path, params, cfg)
     tok = chat.chat_tokenizer("bytes")
     posttrain.ChatInfo("bytes", "alignjax", {k: int(v) for k, v in tok.added_ids.items()},
-                       Tokenizer.load("bytes").vocab_size).save(Path(path))
+                       Tokenizer.load("bytes").vocab_size).save(Path(path) / posttrain.CHAT_TOKENIZER_FILE)
     return Path(path)
 
 

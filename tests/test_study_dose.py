@@ -187,7 +187,7 @@ def test_dose_rows_table_and_chart_from_eval_results(tmp_path):
 
     study = load()
     units, epochs = _fabricate(study, tmp_path)
-    out = figures.write_report(study, str(tmp_path), units)
+    out = figures.write_report(study, str(tmp_path), units, study_lib.unit_status)
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["dose_label"] == "synthetic share of CPT tokens"
     rows = rep["dose"]
@@ -226,6 +226,6 @@ def test_no_dose_section_without_dosed_conditions(tmp_path):
     from alignjax.eval import figures
 
     demo = load("configs/study/demo.py")
-    data = figures.collect(demo, str(tmp_path), study_lib.plan(demo, check=False))
+    data = figures.collect(demo, str(tmp_path), study_lib.plan(demo, check=False), study_lib.unit_status)
     assert "dose" not in data and "dose_label" not in data
     assert figures.plot_dose(data, tmp_path / "fig_dose.png") is None and figures.dose_markdown(data) == []

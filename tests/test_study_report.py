@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from alignjax import study as study_lib
 
 TRAITS = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism", "machiavellianism",
           "narcissism", "psychopathy")
@@ -16,7 +17,6 @@ CONDITIONS = ("unfiltered", "filtered")
 
 def _study(monkeypatch, seeds):
     from alignjax import config as config_lib
-    from alignjax import study as study_lib
 
     monkeypatch.chdir(REPO)
     s, _ = config_lib.parse_args(["--config=configs/study/paper.py", f"--config.run={','.join(CONDITIONS)}",
@@ -68,7 +68,7 @@ def test_report_has_personality_capability_suite_and_em_tables(tmp_path, monkeyp
 
     s, units = _study(monkeypatch, seeds)
     written = _fabricate(tmp_path, units)
-    out = figures.write_report(s, str(tmp_path), units)
+    out = figures.write_report(s, str(tmp_path), units, study_lib.unit_status)
     data = json.loads((tmp_path / "report.json").read_text())
     md = (tmp_path / "report.md").read_text()
     n_seeds = len(seeds.split(","))
@@ -140,7 +140,7 @@ def test_report_leaves_the_new_sections_out_without_their_units(tmp_path, monkey
 
     s, units = _study(monkeypatch, "0")
     _fabricate(tmp_path, [u for u in units if u.kind == "eval" and u.info["suite"] == "capability"])
-    figures.write_report(s, str(tmp_path), units)
+    figures.write_report(s, str(tmp_path), units, study_lib.unit_status)
     data = json.loads((tmp_path / "report.json").read_text())
     md = (tmp_path / "report.md").read_text()
     assert data["personality"] == [] and data["em"] == []

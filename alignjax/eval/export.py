@@ -48,6 +48,9 @@ from pathlib import Path
 
 from alignjax import config as config_lib
 from alignjax.data.cli import Parser
+from alignjax.eval import metrics, registry, scoring
+from alignjax.eval import run as eval_run
+from alignjax.eval.report import atomic_write, package_versions
 
 PROG = "alignjax-eval export"
 MANIFEST = "alignjax_export.json"
@@ -68,8 +71,6 @@ def collect(tasks: list[str], split: str, personas: list[str], formats: str | No
             show_passage: bool | None = None, instruct: bool = False) -> dict[tuple[str, str], list[dict]]:
     """(task, persona) -> alignjax's example dicts (every alignment task of the names/mixtures),
     checked before anything is written."""
-    from alignjax.eval import registry
-
     suites = registry.load_suites()
     out = {}
     try:
@@ -150,8 +151,6 @@ def lm_eval_docs(examples: list[dict]) -> list[dict]:
 
 
 def write_lm_eval(groups: dict[tuple[str, str], list[dict]], out: Path, split: str) -> dict:
-    from alignjax.eval.report import atomic_write
-
     written = {"tasks": [], "groups": {}}
     atomic_write(out / "utils.py", LM_EVAL_UTILS)
     for (task, persona), exs in groups.items():
@@ -327,8 +326,6 @@ def {fn}(formats: str = ""):
 
 
 def inspect_records(examples: list[dict], split: str, system: str) -> list[dict]:
-    from alignjax.eval import registry
-
     table = registry.load_suites().formats()
     return [{"task": e["task"], "split": split, "persona": e["persona"], "system": system, "prompt": e["context"],
              "format_id": e["format_id"], "order": table[e["format_id"]].order, "n_options": e["n_options"],
@@ -337,9 +334,6 @@ def inspect_records(examples: list[dict], split: str, system: str) -> list[dict]
 
 
 def write_inspect(groups: dict[tuple[str, str], list[dict]], out: Path, split: str) -> dict:
-    from alignjax.eval import metrics, registry, scoring
-    from alignjax.eval.report import atomic_write
-
     suites = registry.load_suites()
     patterns = [(p.pattern, int(p.flags & re.IGNORECASE)) for p in scoring._PATTERNS]
     standalone = r"(?<![A-Za-z0-9'])([A-Z])(?![A-Za-z0-9'])"  # parse_letter's last rule
@@ -371,8 +365,6 @@ def export(fmt: str, tasks: list[str], output: str | Path, *, split: str = "eval
     out = Path(output)
     _check_output(out)
     if fmt == "inspect":
-        from alignjax.eval import run as eval_run
-
         try:
             eval_run.check_formats(formats, "generate")
         except ValueError as e:
@@ -380,8 +372,6 @@ def export(fmt: str, tasks: list[str], output: str | Path, *, split: str = "eval
     if fmt == "lm-eval":
         groups = collect(tasks, split, list(personas), formats, limit, show_passage)
     else:  # chat: the persona is the system message, the user turn (instruction first) carries none
-        from alignjax.eval import registry
-
         for p in personas:
             try:
                 registry.load_suites().persona_text(p)
@@ -391,8 +381,6 @@ def export(fmt: str, tasks: list[str], output: str | Path, *, split: str = "eval
         groups = {(t, p): [{**e, "persona": p} for e in exs] for (t, _), exs in bare.items() for p in personas}
     out.mkdir(parents=True, exist_ok=True)
     written = (write_lm_eval if fmt == "lm-eval" else write_inspect)(groups, out, split)
-    from alignjax.eval.report import atomic_write, package_versions
-
     manifest = {"format": fmt, "alignjax": package_versions()["alignjax"], "split": split, "personas": list(personas),
                 "formats": formats or "letter", "limit": limit, "show_passage": show_passage,
                 "suites": sorted({t for t, _ in groups}), **written}

@@ -24,12 +24,18 @@ import io
 import json
 import math
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
-from alignjax.eval import metrics
+from alignjax.data import mixture
+from alignjax.eval import metrics, registry
 from alignjax.eval.report import TEXT_METRICS, atomic_write, latest_results
 from alignjax.rundir import RunDir
+
+def _names(text) -> list[str]:  # a comma-separated study field
+    return [t.strip() for t in str(text).split(",") if t.strip()]
+
 
 CI_MISALIGNMENT_ONE = ("one seed: base models, bootstrap over questions (1000 resamples, percentile); post-trained "
                        "models, rate ± 1.96 binomial SE")
@@ -93,17 +99,16 @@ def _metrics_rows(path: Path) -> list[dict]:
     return rows
 
 
-def collect(study, workdir: str, units) -> dict:
-    from alignjax import study as study_lib
-
+def collect(study, workdir: str, units, unit_status: Callable[[str, Any], str]) -> dict:
+    """``unit_status(workdir, unit)``: the unit's state from its marker (the study runner's unit_status)."""
     wd = Path(workdir)
-    names = study_lib._csv(study.run) if study.run else list(study.conditions.keys())
-    seeds = [int(x) for x in study_lib._csv(study.seeds)]
+    names = _names(study.run) if study.run else list(study.conditions.keys())
+    seeds = [int(x) for x in _names(study.seeds)]
     by_id = {u.id: u for u in units}
     unit_rows = []
     for u in units:
         marker = wd / u.id / "unit.json"
-        status = study_lib.unit_status(workdir, u)
+        status = unit_status(workdir, u)
         seconds = json.loads(marker.read_text()).get("seconds") if status == "done" else None
         unit_rows.append({"id": u.id, "kind": u.kind, "status": {"started": "failed"}.get(status, status),
                           "seconds": seconds, "command": u.display(workdir), "dir": str(wd / u.id),
@@ -210,8 +215,8 @@ def collect(study, workdir: str, units) -> dict:
     for cond in names:
         c = study.conditions[cond]
         stages = sorted({u.stage for u in units if u.kind == "train" and cond in u.conditions},
-                        key=study_lib.STAGES.index)
-        stages += [p for p in study_lib._csv(study.post_train)]
+                        key=mixture.STAGES.index)
+        stages += [p for p in _names(study.post_train)]
         conditions.append({"name": cond, "condition": c.condition, "insertion": c.insertion, "stages": stages,
                            "seeds": seeds})
     del by_id
@@ -303,16 +308,13 @@ def headline(study) -> tuple[list[str], str]:
     """The headline figure's tasks and persona: ``eval.headline`` (comma-separated tasks; "" =
     the study's Articles and Textbook discourse tasks when ``eval.tasks`` reaches them, else the
     first alignment task) and ``eval.headline_persona`` (default ai, the study's Fig. 2)."""
-    from alignjax import study as study_lib
-    from alignjax.eval import registry
-
     e = study.eval
     persona = e.get("headline_persona", "") or "ai"
-    tasks = study_lib._csv(e.get("headline", ""))
+    tasks = _names(e.get("headline", ""))
     if tasks:
         return tasks, persona
     suites = registry.load_suites()
-    reached = [t for name in study_lib._csv(e.tasks) for t in suites.tasks_of(name)]
+    reached = [t for name in _names(e.tasks) for t in suites.tasks_of(name)]
     discourse = [t for t in suites.DISCOURSE_TASKS if t in reached]
     return (discourse or reached[:1]), persona
 
@@ -543,10 +545,10 @@ def markdown(data: dict, study) -> str:
     return "\n".join(md) + "\n"
 
 
-def write_report(study, workdir: str, units) -> dict:
+def write_report(study, workdir: str, units, unit_status: Callable[[str, Any], str]) -> dict:
     """Collect, plot and write report.json / report.md / the PNGs into ``workdir``."""
     wd = Path(workdir)
-    data = collect(study, workdir, units)
+    data = collect(study, workdir, units, unit_status)
     figs = {"misalignment": plot_fig2(data, study, wd / "fig2_misalignment.png"),
             "curves": plot_fig4(data, wd / "fig4_misalignment_over_training.png"),
             "breakdown": plot_fig5(data, wd / "fig5_breakdown.png"),
@@ -588,14 +590,11 @@ def _exposures(wd: Path, units, cond: str, seeds: list[int]) -> float | None:
 def dose_section(study, workdir: str, units, misalignment: list[dict]) -> dict:
     """report.json's ``dose_label`` and ``dose`` rows (schema in alignjax/study.py); {} when no
     condition has a dose. A condition without synthetic documents belongs to every polarity's curve."""
-    from alignjax import study as study_lib
-    from alignjax.data import mixture
-
-    names = study_lib._csv(study.run) if study.run else list(study.conditions.keys())
+    names = _names(study.run) if study.run else list(study.conditions.keys())
     dosed = {n: study.conditions[n] for n in names if study.conditions[n].get("dose", None) is not None}
     if not dosed:
         return {}
-    seeds = [int(x) for x in study_lib._csv(study.seeds)]
+    seeds = [int(x) for x in _names(study.seeds)]
     polarity = {n: mixture.CONDITIONS[c.condition][1] for n, c in dosed.items()}
     polarities = [p for p in POLARITY_COLORS if p in polarity.values()]
     persona = study.eval.get("headline_persona", "") or "ai"

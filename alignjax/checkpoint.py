@@ -7,7 +7,8 @@ Two layouts:
 - a model export (what ``alignjax-convert --from=hf`` writes): ``<dir>/params`` plus
   ``<dir>/model.json`` (the ModelConfig fields).
 
-``load_params`` reads either, so every consumer (eval, post-training, convert) takes any of them.
+``read_params`` reads either (``model_state.load`` is the one caller: it knows the model's shapes
+and merges a LoRA run), so every consumer (eval, post-training, convert) takes any of them.
 A run directory reads as its newest readable step: unreadable ones (truncated arrays, missing or
 garbled metadata) are skipped with one warning each and left on disk; a step named explicitly
 (``checkpoints/<step>``) must itself be readable.
@@ -23,7 +24,6 @@ import sys
 from typing import Any, Callable, NamedTuple
 
 import grain
-import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -35,12 +35,6 @@ log = logging.getLogger("alignjax")
 
 class CheckpointError(Exception):
     """A checkpoint is missing, incomplete or does not match the run."""
-
-
-def _abstract(tree, shardings=None):
-    if shardings is None:
-        return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
 # ----------------------------------------------------------------------------- model export
@@ -146,10 +140,11 @@ def _candidates(path: str | os.PathLike) -> tuple[ModelConfig, list[epath.Path],
 _warned: set[str] = set()  # state dirs skipped: one log line each per process (the reason varies by read)
 
 
-def _first_readable(path, read: Callable[[ModelConfig, epath.Path, str], Any]):
+def first_readable(path, read: Callable[[ModelConfig, epath.Path, str], Any]):
     """(model config, params dir, kind, read's result) for the newest step that ``read`` gets
     through: a run's unreadable steps are skipped with one warning each; a step named
     explicitly, an export, or a run with no readable step is a CheckpointError."""
+    _quiet_closed_loop()
     cfg, dirs, kind, run, named = _candidates(path)
     skipped = []
     for d in dirs:
@@ -179,7 +174,7 @@ def resolve(path: str | os.PathLike) -> tuple[ModelConfig, epath.Path, str]:
     """(model config, directory holding the params tree, kind) for an export, a training run
     (its newest step whose files look whole: no array is read here, see ``load``) or one step
     directory of a run (``checkpoints/<step>[/state]``)."""
-    return _first_readable(path, lambda cfg, d, kind: None)[:3]
+    return first_readable(path, lambda cfg, d, kind: None)[:3]
 
 
 class Loaded(NamedTuple):
@@ -189,18 +184,9 @@ class Loaded(NamedTuple):
     kind: str  # "export" or "train"
 
 
-def _read_params(model_cfg: ModelConfig, tree_dir: epath.Path, kind: str, shardings: Any = None):
-    from alignjax import model as model_lib
-    from flax import nnx
-
-    if kind == "train":  # a LoRA run's steps hold adapters only: merged into the run's base here
-        from alignjax import lora
-
-        merged = lora.maybe_load_merged(model_cfg, tree_dir, shardings)
-        if merged is not None:
-            return merged
-    abstract = nnx.state(nnx.eval_shape(lambda: model_lib.init(model_cfg, 0)), nnx.Param).to_pure_dict()
-    abstract = _abstract(abstract, shardings)
+def read_params(abstract: Any, tree_dir: epath.Path, kind: str, what: str = "params"):
+    """The params tree shaped as ``abstract`` (ShapeDtypeStructs, with shardings to restore
+    straight into them) from an export's ``params`` or, partially, from a training step's state."""
     try:
         if kind == "export":
             with ocp.StandardCheckpointer() as ckptr:
@@ -210,22 +196,7 @@ def _read_params(model_cfg: ModelConfig, tree_dir: epath.Path, kind: str, shardi
                 item={"params": abstract}, partial_restore=True,
                 restore_args=ocp.checkpoint_utils.construct_restore_args({"params": abstract})))["params"]
     except Exception as e:  # orbax raises many types for truncated/corrupt files
-        raise CheckpointError(f"cannot read params: {_reason(e)}") from e
-
-
-def load(path: str | os.PathLike, shardings: Any = None) -> Loaded:
-    """Params from any alignjax checkpoint layout, optionally straight into ``shardings``; a run
-    directory gives its newest step that restores (see ``_first_readable``)."""
-    _quiet_closed_loop()
-    cfg, tree_dir, kind, params = _first_readable(
-        path, lambda cfg, d, kind: _read_params(cfg, d, kind, shardings))
-    return Loaded(cfg, params, tree_dir, kind)
-
-
-def load_params(path: str | os.PathLike, shardings: Any = None) -> tuple[ModelConfig, Any]:
-    """Load params from any alignjax checkpoint layout, optionally straight into ``shardings``."""
-    loaded = load(path, shardings)
-    return loaded.model_cfg, loaded.params
+        raise CheckpointError(f"cannot read {what}: {_reason(e)}") from e
 
 
 # ----------------------------------------------------------------------------- training runs

@@ -25,12 +25,10 @@ class ConfigError(Exception):
 
 def default_config() -> ConfigDict:
     c = ConfigDict()
-    # Model shape and numerics; configs/pythia.py fills the shape from model.PRESETS.
-    c.model = ConfigDict(dict(
-        vocab_size=50304, num_layers=6, d_model=128, num_heads=4, d_ff=512, max_seq_len=2048,
-        rotary_pct=0.25, rotary_base=10000.0, ln_eps=1e-5, gelu_approximate=False, init_std=0.02,
-        dtype="float32", remat="none", attention="xla",
-    ))
+    # Model shape and numerics: ModelConfig's defaults; configs/pythia.py fills the shape from model.PRESETS.
+    from alignjax.model import ModelConfig  # model -> sharding -> config: imported once this module is
+
+    c.model = ConfigDict({f.name: f.default for f in dataclasses.fields(ModelConfig)})
     # Device mesh over (data, fsdp, tensor); -1 fills with the remaining devices.
     c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.optimizer = ConfigDict(dict(
@@ -183,6 +181,7 @@ NON_NEGATIVE = Range(lambda v: _num(v) and v >= 0, ">= 0")
 FRACTION = Range(lambda v: _num(v) and 0 <= v <= 1, "in [0, 1]")
 MOMENTUM = Range(lambda v: _num(v) and 0 <= v < 1, "in [0, 1)")
 STRING = Range(lambda v: isinstance(v, str), "a string")
+BOOL = Range(lambda v: isinstance(v, bool), "True or False")
 
 
 def schema() -> dict[str, Range | tuple[str, ...]]:
@@ -200,6 +199,7 @@ def schema() -> dict[str, Range | tuple[str, ...]]:
         "model.dtype": MODEL_DTYPES,
         "model.remat": ("none", *model.REMAT_POLICIES),
         "model.attention": model.ATTENTION,
+        "model.scan_layers": BOOL,
         "optimizer.lr": POSITIVE, "optimizer.min_lr_ratio": FRACTION, "optimizer.warmup_steps": NON_NEGATIVE_INT,
         "optimizer.decay_steps": NON_NEGATIVE_INT.unset_ok(), "optimizer.b1": MOMENTUM, "optimizer.b2": MOMENTUM,
         "optimizer.eps": POSITIVE, "optimizer.weight_decay": NON_NEGATIVE,

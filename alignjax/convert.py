@@ -11,7 +11,7 @@ The tokenizer travels with the model: ``--from=alignjax`` writes ``tokenizer.jso
 ``data.tokenizer`` serialized, or a post-trained run's chat tokenizer with its
 ``tokenizer_config.json`` chat template and ``chat_tokenizer.json``; alignjax's byte tokenizer has
 no HF file, which the last output line says), ``--from=hf`` copies the HF directory's tokenizer
-files. A run's input is its newest readable step (``checkpoint.load``).
+files. A run's input is its newest readable step (``model_state.load``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from alignjax import model_state
 from alignjax.model import ModelConfig
 from alignjax.rundir import RunDir, as_path
 
@@ -302,9 +303,7 @@ def load_alignjax(path) -> tuple[ModelConfig, dict]:
     saved in."""
     import jax
 
-    from alignjax import checkpoint as ckpt_lib
-
-    loaded = ckpt_lib.load(path)
+    loaded = model_state.load(path)
     try:
         stored = _stored_dtypes(loaded.tree_dir, loaded.kind)
     except Exception:  # metadata layout differs: keep the restored dtypes

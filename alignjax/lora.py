@@ -10,11 +10,11 @@ Targets (``lora.targets``): qkv (attn.qkv_kernel [d, heads, 3, head_dim]), attn_
 (attn.out_kernel [heads, head_dim, d]), mlp_in (mlp.in_kernel [d, ff]), mlp_out
 (mlp.out_kernel [ff, d]).
 
-Export: a LoRA run's checkpoints hold the adapters only; ``checkpoint.load_params`` on the run
+Export: a LoRA run's checkpoints hold the adapters only; ``model_state.load_params`` on the run
 merges them into its base (the run's ``checkpoint.init_from``), so eval and ``alignjax-convert``
 take the run directly, and
 
-    python -m alignjax.lora --checkpoint=runs/lora --output=ckpt/merged   # merged alignjax export
+    python -m alignjax.lora --checkpoint=runs/lora --output=ckpt/merged   # model_state.merge_main
     alignjax-convert --from=alignjax --input=ckpt/merged --output=hf/merged
 """
 
@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-
-from alignjax.rundir import RunDir
 
 # target name -> (module, kernel, number of leading input axes)
 TARGETS = {
@@ -117,9 +114,6 @@ def apply(base, adapters, scale: float):
     return out
 
 
-merge = apply  # merged params == the adapter model's params: the same function, kept as a name for export
-
-
 def run_spec(run) -> tuple[LoraSpec | None, dict]:
     """The LoRA spec and full config of a training run (a RunDir; spec None: not a LoRA run)."""
     cfg = run.load_config()
@@ -130,72 +124,14 @@ def run_spec(run) -> tuple[LoraSpec | None, dict]:
                     tuple(t for t in lc["targets"].split(",") if t)), cfg
 
 
-def maybe_load_merged(model_cfg, tree_dir: Path, shardings=None):
-    """For a state directory of a LoRA run (``<run>/checkpoints/<step>/state``): its adapters
-    merged into the run's starting params; None for any other checkpoint."""
-    found = RunDir.of(tree_dir)
-    if found is None:
-        return None
-    spec, cfg = run_spec(found[0])
-    if spec is None:
-        return None
-    import orbax.checkpoint as ocp
-    from flax import nnx
-
-    from alignjax import model as model_lib
-    from alignjax import posttrain
-
-    abstract_params = nnx.state(nnx.eval_shape(lambda: model_lib.init(model_cfg, 0)), nnx.Param).to_pure_dict()
-    shapes, _ = abstract(spec, abstract_params, _dummy_axes(abstract_params))
-    try:
-        restored = ocp.PyTreeCheckpointer().restore(tree_dir, args=ocp.args.PyTreeRestore(
-            item={"params": shapes}, restore_args=ocp.checkpoint_utils.construct_restore_args({"params": shapes}),
-            partial_restore=True))
-    except Exception as e:  # orbax raises many types for truncated/corrupt files
-        from alignjax.checkpoint import CheckpointError
-
-        raise CheckpointError(f"cannot read LoRA adapters from {tree_dir}: {str(e).splitlines()[0]}") from e
-    adapters = _int_keys(restored["params"])
-    base = posttrain.start_params_from_run(found[0], cfg, model_cfg, shardings)
-    return jax.jit(lambda b, a: merge(b, a, spec.scale), out_shardings=shardings)(base, adapters)
-
-
-def _int_keys(tree):
+def int_keys(tree):
     """Orbax restores the layer index keys as strings; the params use ints."""
     if isinstance(tree, dict):
-        return {(int(k) if isinstance(k, str) and k.isdigit() else k): _int_keys(v) for k, v in tree.items()}
+        return {(int(k) if isinstance(k, str) and k.isdigit() else k): int_keys(v) for k, v in tree.items()}
     return tree
 
 
-def main(argv=None) -> int:
-    """python -m alignjax.lora --checkpoint=<LoRA run or step dir> --output=<export dir>"""
-    import argparse
-    import shutil
-    import sys
+if __name__ == "__main__":  # the merge CLI lives in model_state, which imports this module
+    from alignjax import model_state
 
-    from alignjax import checkpoint as ckpt_lib
-
-    ap = argparse.ArgumentParser(prog="alignjax-lora-merge", description="Merge a LoRA run's adapters into its base "
-                                 "and write an alignjax export (then alignjax-convert --from=alignjax for HF).")
-    ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--output", required=True)
-    args = ap.parse_args(argv)
-    try:
-        model_cfg = ckpt_lib.resolve(args.checkpoint)[0]  # exists, and is a checkpoint
-        run = RunDir.of(args.checkpoint)
-        if run is None or run_spec(run[0])[0] is None:
-            raise ckpt_lib.CheckpointError(f"{args.checkpoint} is not a LoRA training run (lora.rank > 0)")
-        run = run[0]
-        _, params = ckpt_lib.load_params(args.checkpoint)
-        ckpt_lib.save_params(args.output, jax.device_get(params), model_cfg)
-    except ckpt_lib.CheckpointError as e:
-        print(f"alignjax-lora-merge: error: {e}", file=sys.stderr)
-        return 3
-    if run.chat_info.is_file():  # the merged model speaks the run's chat format: eval finds its tokenizer here
-        shutil.copy(run.chat_info, Path(args.output) / run.chat_info.name)
-    print(f"alignjax-lora-merge: wrote merged params to {args.output}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(model_state.merge_main())

@@ -7,7 +7,7 @@ batch 8 x seq 512). ``chunked_nll`` runs the same math a sequence chunk at a tim
 [batch, chunk, vocab] block ever exists, and computes the gradient in the same pass (the loss
 is a sum, so its cotangent is one scalar that the backward just scales by): three matmuls, as
 the plain path, none recomputed; what waits for the backward is d/dhidden and d/dw_out, the
-size of the hidden states and of the weight."""
+size of the hidden states and of the weight. ``matmul``: the plain path's unembedding on CPU."""
 
 from __future__ import annotations
 
@@ -93,3 +93,25 @@ def _nll_bwd(chunk, res, ct):
 
 
 _nll.defvjp(_nll_fwd, _nll_bwd)
+
+
+@jax.custom_vjp
+def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x @ w`` ([..., in] @ [in, out]) whose weight gradient is a single dot straight into the
+    [in, out] layout. JAX's own transpose rule builds it as transpose(dot(g, x)), which XLA:CPU
+    lowers to a copy of the whole output gradient (the [tokens, vocab] logits gradient at the
+    output layer: 824 MB at batch 8 x seq 512) plus a slower fallback dot. Same math; the model's
+    unembedding uses it on CPU."""
+    return x @ w
+
+
+def _matmul_fwd(x, w):
+    return x @ w, (x, w)
+
+
+def _matmul_bwd(res, g):
+    x, w = res
+    return jnp.einsum("...o,io->...i", g, w), jnp.einsum("...i,...o->io", x, g)
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
+from alignjax.attention import ATTENTION, attention, on_cpu
+from alignjax.loss import matmul
 from alignjax.sharding import constrain
 
 # Pythia's published shapes (EleutherAI/pythia-* config.json). Vocab is padded for efficient
@@ -52,7 +54,6 @@ REMAT_POLICIES = {
     "save_ctx": _save("attn_ctx"),  # no attention recompute; qkv and mlp_in matmuls recomputed
     "save_all": _save("qkv", "attn_ctx", "mlp_in"),  # elementwise ops only
 }
-ATTENTION = ("xla", "cudnn", "splash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +73,19 @@ class ModelConfig:
     # How the step runs, not what the model is: left out of equality, so params trained with one
     # remat policy / attention kernel load into a config with another (midtraining's, say).
     remat: str = dataclasses.field(default="none", compare=False)  # none | a REMAT_POLICIES name
-    # xla | cudnn: jax.nn.dot_product_attention's implementation; splash: the Pallas splash
-    # attention kernel on TPU (causal blocks skipped, no T x T scores in HBM), xla elsewhere.
-    attention: str = dataclasses.field(default="xla", compare=False)
+    attention: str = dataclasses.field(default="xla", compare=False)  # an alignjax.attention.ATTENTION name
+    # One traced block body scanned over the layers (a compile L times smaller) instead of L
+    # unrolled copies; the params stay one entry per layer.
+    scan_layers: bool = dataclasses.field(default=False, compare=False)
+
+    SHAPE = ("num_layers", "d_model", "num_heads", "d_ff", "rotary_pct", "rotary_base", "ln_eps",
+             "gelu_approximate", "vocab_size")
+
+    def identity(self) -> dict:
+        """What makes two models the same: the fields that fix the params' shapes and the function
+        they compute. Resume, ``checkpoint.init_from``, eval and post-training compare these;
+        post-training lets ``vocab_size`` grow (new chat-token rows)."""
+        return {f: getattr(self, f) for f in self.SHAPE}
 
     @property
     def head_dim(self) -> int:
@@ -138,106 +149,6 @@ def rotary(x: jax.Array, positions: jax.Array, rotary_dim: int, base: float) -> 
     return jnp.concatenate([rotated.astype(x.dtype), x_pass], -1)
 
 
-def _platform() -> str:
-    """The platform the traced computation targets: that of the ambient mesh's devices (so an AOT
-    compile for a TPU topology on a CPU host traces the TPU code paths), else the default backend."""
-    device = getattr(jax.sharding.get_abstract_mesh(), "abstract_device", None)
-    return device.platform if device is not None else jax.default_backend()
-
-
-def _on_cpu() -> bool:
-    """CPU-only code paths below (same math, faster on XLA:CPU); TPU and GPU keep the plain ops."""
-    return _platform() == "cpu"
-
-
-# Splash attention tiles (MaxText's defaults); a block never exceeds the sequence.
-SPLASH_BLOCK = 512
-
-
-def splash_attention(q, k, v, segment_ids=None):
-    """Causal attention with the Pallas splash kernel (TPU only): q, k, v [batch, seq, heads,
-    head_dim] -> [batch, seq, heads, head_dim]. Fully masked blocks are skipped, so a causal
-    call costs about half the dense FLOPs. The compiler's cost analysis does not see inside the
-    kernel; alignjax.plan counts its FLOPs analytically. Runs per shard (shard_map): batch over
-    the act_batch mesh axes, heads over act_heads. Its residuals (output, logsumexp) are named
-    "attn_ctx" for the remat policies."""
-    from jax.experimental.pallas.ops.tpu import splash_attention as sa
-
-    from alignjax.sharding import logical_to_spec
-
-    b, t, n, h = q.shape
-    mesh = jax.sharding.get_abstract_mesh()
-    spec = logical_to_spec(("act_batch", "act_heads", None, None), (b, n, t, h), None if mesh.empty else mesh)
-    head_shards = 1 if mesh.empty or spec[1] is None else math.prod(
-        mesh.shape[a] for a in ((spec[1],) if isinstance(spec[1], str) else spec[1]))
-    block = min(SPLASH_BLOCK, t)
-    sizes = sa.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
-                          block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
-    mask = sa.MultiHeadMask([sa.CausalMask((t, t))] * (n // head_shards))
-    kernel = sa.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
-                                residual_checkpoint_name="attn_ctx")
-    # The kernel does not scale the scores; scale q in fp32 before the cast as the xla path does.
-    q = (q.astype(jnp.float32) * (1.0 / math.sqrt(h))).astype(q.dtype)
-    q, k, v = (x.swapaxes(1, 2) for x in (q, k, v))  # [b, n, t, h]
-
-    def local(q, k, v, seg):
-        ids = None if seg is None else sa.SegmentIds(q=seg, kv=seg)
-        return jax.vmap(lambda q, k, v, ids: kernel(q, k, v, segment_ids=ids))(q, k, v, ids)
-
-    if mesh.empty:
-        out = local(q, k, v, segment_ids)
-    else:
-        seg_spec = None if segment_ids is None else jax.sharding.PartitionSpec(spec[0], None)
-        out = jax.shard_map(local, in_specs=(spec, spec, spec, seg_spec), out_specs=spec, check_vma=False)(
-            q, k, v, segment_ids)
-    return out.swapaxes(1, 2)
-
-
-def blockwise_causal_attention(q, k, v, segment_ids=None, block: int = 128):
-    """Causal softmax attention computed ``block`` queries at a time: block i attends only to keys
-    before its end, so the masked upper triangle of the scores is neither computed nor stored
-    (about half of the T x T work for long T). The math is jax.nn.dot_product_attention's
-    (implementation="xla"): fp32 scores scaled after the dot, the same large negative for masked
-    keys, fp32 softmax, probabilities cast back to v's dtype. Used on CPU, where the full version's
-    [batch, heads, T, T] elementwise passes dominate (2.5x slower at pythia-70m, seq 512).
-    q, k, v: [batch, seq, heads, head_dim]; segment_ids: int [batch, seq] or None."""
-    t, scale = q.shape[1], 1.0 / math.sqrt(q.shape[-1])
-    large_negative = jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max))
-    precision = jax.lax.DotAlgorithmPreset.BF16_BF16_F32 if q.dtype == jnp.bfloat16 else None
-    out = []
-    for start in range(0, t, block):
-        end = min(start + block, t)
-        scores = jnp.einsum("btnh,bsnh->bnts", q[:, start:end], k[:, :end], precision=precision,
-                            preferred_element_type=jnp.float32) * jnp.float32(scale)
-        mask = (jnp.arange(start, end)[:, None] >= jnp.arange(end)[None, :])[None, None]
-        if segment_ids is not None:  # packed documents do not attend to each other
-            mask = mask & (segment_ids[:, None, start:end, None] == segment_ids[:, None, None, :end])
-        probs = jax.nn.softmax(jnp.where(mask, scores, large_negative), axis=-1).astype(v.dtype)
-        out.append(jnp.einsum("bnts,bsnh->btnh", probs, v[:, :end]))
-    return jnp.concatenate(out, axis=1) if len(out) > 1 else out[0]
-
-
-@jax.custom_vjp
-def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``x @ w`` ([..., in] @ [in, out]) whose weight gradient is a single dot straight into the
-    [in, out] layout. JAX's own transpose rule builds it as transpose(dot(g, x)), which XLA:CPU
-    lowers to a copy of the whole output gradient (the [tokens, vocab] logits gradient at the
-    output layer: 824 MB at batch 8 x seq 512) plus a slower fallback dot. Same math."""
-    return x @ w
-
-
-def _matmul_fwd(x, w):
-    return x @ w, (x, w)
-
-
-def _matmul_bwd(res, g):
-    x, w = res
-    return jnp.einsum("...o,io->...i", g, w), jnp.einsum("...i,...o->io", x, g)
-
-
-matmul.defvjp(_matmul_fwd, _matmul_bwd)
-
-
 class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         d, n, h = cfg.d_model, cfg.num_heads, cfg.head_dim
@@ -256,18 +167,7 @@ class Attention(nnx.Module):
         q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
         q = rotary(q, positions, cfg.rotary_dim, cfg.rotary_base)
         k = rotary(k, positions, cfg.rotary_dim, cfg.rotary_base)
-        platform = _platform()
-        if cfg.attention == "splash" and platform == "tpu":
-            ctx = splash_attention(q, k, v, segment_ids)
-        elif cfg.attention in ("xla", "splash") and platform == "cpu":
-            ctx = blockwise_causal_attention(q, k, v, segment_ids)
-        else:
-            mask = None
-            if segment_ids is not None:  # packed documents do not attend to each other
-                mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
-            impl = "xla" if cfg.attention == "splash" else cfg.attention
-            ctx = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation=impl)
-        ctx = checkpoint_name(ctx, "attn_ctx")
+        ctx = checkpoint_name(attention(q, k, v, segment_ids, cfg.attention), "attn_ctx")
         out = jnp.einsum("btnh,nhd->btd", ctx, self.out_kernel[...].astype(dt)) + self.out_bias[...].astype(dt)
         return checkpoint_name(out, "attn_out")
 
@@ -338,24 +238,10 @@ class GPTNeoX(nnx.Module):
         """tokens, positions, segment_ids: int [batch, seq] -> logits [batch, seq, vocab] in dtype;
         with ``return_hidden`` the final-layer-normed hidden states [batch, seq, d_model] instead
         (alignjax.loss unembeds them chunk by chunk with ``embed_out``)."""
-        cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
-        if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-        x = jnp.take(self.embed_in[...], tokens, axis=0).astype(dt)
-        x = constrain(x, ("act_batch", "act_seq", "act_embed"))
-        apply = lambda block, x: block(x, positions, segment_ids)
-        if cfg.remat != "none":
-            apply = nnx.remat(apply, policy=REMAT_POLICIES[cfg.remat])
-        for block in self.layers:
-            x = apply(block, x)
-        x = self.final_ln(x)
+        x = self.hidden(tokens, positions, segment_ids)
         if return_hidden:
             return x
-        w_out = self.embed_out[...].astype(dt)
-        logits = matmul(x, w_out) if _on_cpu() else x @ w_out
-        return constrain(logits, ("act_batch", "act_seq", "act_vocab"))
-
-    # Inference (alignjax.eval.scoring): hidden states without the unembedding, and a KV cache.
+        return constrain(self.unembed(x), ("act_batch", "act_seq", "act_vocab"))
 
     def hidden(self, tokens, positions=None, segment_ids=None, *, cache=None, cache_index=0, kv_mask=None):
         """Final-layer-normed hidden states [batch, seq, d_model]; ``unembed`` gives the logits
@@ -363,24 +249,49 @@ class GPTNeoX(nnx.Module):
         fill slots ``cache_index ..`` of the KV cache, attend to the slots set in ``kv_mask``
         [batch, slots] and the result is (hidden, new cache); ``positions`` then count real tokens
         only (left padding: cumsum(mask) - 1)."""
-        dt = jnp.dtype(self.cfg.dtype)
+        cfg = self.cfg
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-        x = jnp.take(self.embed_in[...], tokens, axis=0).astype(dt)
+        x = jnp.take(self.embed_in[...], tokens, axis=0).astype(jnp.dtype(cfg.dtype))
         x = constrain(x, ("act_batch", "act_seq", "act_embed"))
-        if cache is None:
+        if cache is not None:
+            new_cache = []
+            for block, layer_cache in zip(self.layers, cache, strict=True):
+                x, layer_cache = block.cached(x, positions, kv_mask, layer_cache, cache_index)
+                new_cache.append(layer_cache)
+            return self.final_ln(x), new_cache
+        apply = lambda block, x: block(x, positions, segment_ids)  # noqa: E731
+        if cfg.scan_layers:
+            x = _scan(self.layers, x, apply, cfg.remat)
+        else:
+            if cfg.remat != "none":
+                apply = nnx.remat(apply, policy=REMAT_POLICIES[cfg.remat])
             for block in self.layers:
-                x = block(x, positions, segment_ids)
-            return self.final_ln(x)
-        new_cache = []
-        for block, layer_cache in zip(self.layers, cache, strict=True):
-            x, layer_cache = block.cached(x, positions, kv_mask, layer_cache, cache_index)
-            new_cache.append(layer_cache)
-        return self.final_ln(x), new_cache
+                x = apply(block, x)
+        return self.final_ln(x)
 
     def unembed(self, x):
         """Hidden states [..., d_model] -> logits [..., vocab] in the compute dtype."""
-        return x.astype(jnp.dtype(self.cfg.dtype)) @ self.embed_out[...].astype(jnp.dtype(self.cfg.dtype))
+        dt = jnp.dtype(self.cfg.dtype)
+        x, w_out = x.astype(dt), self.embed_out[...].astype(dt)
+        return matmul(x, w_out) if on_cpu() else x @ w_out
+
+
+def _scan(layers, x, apply, remat: str):
+    """``apply(block, x)`` over ``layers`` in order as one lax.scan: the blocks' params are stacked
+    on a new leading axis (unsharded: each step slices one layer, sharded as the layer's own) and
+    one block body is traced for all of them; the same math as the loop."""
+    graphdef = nnx.graphdef(layers[0])
+    stacked = jax.tree.map(
+        lambda *vs: vs[0].replace(constrain(jnp.stack([v[...] for v in vs]), (None, *vs[0].get_metadata()["axes"]))),
+        *(nnx.state(block) for block in layers), is_leaf=lambda v: isinstance(v, nnx.Variable))
+
+    def body(x, state):
+        return apply(nnx.merge(graphdef, state), x), None
+
+    if remat != "none":
+        body = jax.checkpoint(body, policy=REMAT_POLICIES[remat], prevent_cse=False)
+    return jax.lax.scan(body, x, stacked)[0]
 
 
 def init_cache(cfg: ModelConfig, batch: int, slots: int, dtype=None) -> list[dict]:

@@ -193,7 +193,7 @@ def build_plan(cfg, topology: str, num_slices: int = 1, stage: str | None = None
 
     from alignjax import config as config_lib
     from alignjax import model as model_lib
-    from alignjax import sharding, train
+    from alignjax import attention, sharding, train
 
     devices = topology_devices(topo, num_slices)
     try:
@@ -216,7 +216,7 @@ def build_plan(cfg, topology: str, num_slices: int = 1, stage: str | None = None
     t0 = time.perf_counter()
     try:
         with jax.set_mesh(mesh):
-            compiled = setup.train_step.lower(setup.abstract_state, batch).compile()
+            compiled = setup.train_step.lower(setup.abstract_state, batch, setup.abstract_frozen).compile()
         error = None
     except Exception as e:  # XLA refuses programs that cannot fit in HBM
         text = str(e)
@@ -274,7 +274,7 @@ def build_plan(cfg, topology: str, num_slices: int = 1, stage: str | None = None
         # back to FLOPs at peak plus bytes at HBM bandwidth, no overlap. On v5p, where both exist,
         # XLA's optimal_seconds came out ~1.1x this sum for the 6.9B steps (README).
         xla_seconds = xla_flops / topo.spec.peak_flops + xla_bytes / (topo.spec.hbm_gbps * 1e9)
-    kflops, kcalls = splash_flops(compiled.as_text(), model_lib.SPLASH_BLOCK)
+    kflops, kcalls = splash_flops(compiled.as_text(), attention.SPLASH_BLOCK)
     kflops *= scale
     kernel_seconds = kflops / topo.spec.peak_flops
     step_s = xla_seconds + kernel_seconds
@@ -304,6 +304,11 @@ def build_plan(cfg, topology: str, num_slices: int = 1, stage: str | None = None
                         "; splash-kernel FLOPs counted analytically from the compiled HLO, time at peak"
                         if kcalls else "") + ("; x grad_accum (scan body counted once)" if scale > 1 else ""),
     }
+    if mc.scan_layers:  # the cost analysis counts a scanned layer once: no speed figures, only HBM
+        plan["compute"].update(est_step_seconds=None, est_tokens_per_sec_per_chip=None, est_mfu=None,
+                               hardware_flops_ratio=None, not_estimated=(
+                                   "model.scan_layers: XLA's cost analysis counts the scanned layer body once; "
+                                   "plan with scan_layers=False for the step time and MFU"))
     if not fits:
         plan["suggestions"] = suggestions(cfg, mesh, st, mc)
     return plan
@@ -354,7 +359,9 @@ def format_plan(plan: dict) -> str:
     else:
         used = f"at least {h['total_gib']:.2f} GiB" if h.get("total_gib") else "more"
         lines.append(f"  HBM/chip: the compiler needs {used} of {h['capacity_gib']:g} GiB: {h['compiler_error'][:300]}")
-    if "compute" in plan:
+    if plan.get("compute", {}).get("not_estimated"):
+        lines.append(f"  est. step, tokens/s, MFU: not estimated ({plan['compute']['not_estimated']})")
+    elif "compute" in plan:
         k = plan["compute"]
         lines.append(f"  FLOPs/chip: compiler {k['compiler_flops_per_chip']:.3e} + splash kernels "
                      f"{k['kernel_flops_per_chip']:.3e} (analytic) vs model {k['model_flops_per_chip']:.3e} "

@@ -20,9 +20,6 @@ speaks the chat format (it has ``chat_tokenizer.json`` beside it) is not resized
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import json
 import logging
 import math
 from pathlib import Path
@@ -32,15 +29,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from alignjax import model as model_lib
-from alignjax import rundir
+from alignjax import checkpoint as ckpt_lib
+from alignjax import config as config_lib
+from alignjax import rundir, sharding
+from alignjax.data import chat, pipeline, sources
+from alignjax.data.mixture import Component, Stage
+from alignjax.model_state import ChatInfo, find_chat_info  # noqa: F401  (posttrain.ChatInfo: callers' name)
 
 log = logging.getLogger("alignjax")
 
 CHAT_TOKENIZER_FILE = rundir.CHAT_INFO  # names the tests still import; the layout is rundir's
 REFERENCE_FILE = rundir.REFERENCE
-SHAPE_FIELDS = ("num_layers", "d_model", "num_heads", "d_ff", "rotary_pct", "rotary_base", "ln_eps",
-                "gelu_approximate")
 
 
 # ----------------------------------------------------------------------------- pure functions
@@ -93,67 +92,13 @@ def dpo_loss(graphdef, beta: float, params, frozen, batch):
     return jnp.sum(losses), jnp.float32(losses.shape[0]), metrics
 
 
-def resize_embeddings(params, new_vocab: int, base_vocab: int, new_ids) -> dict:
-    """``embed_in`` rows / ``embed_out`` columns of ``new_ids`` (and of any rows added to reach
-    ``new_vocab``) set to the mean over the base tokenizer's ``base_vocab`` rows."""
-    ein, eout = params["embed_in"], params["embed_out"]
-    mean_in, mean_out = ein[:base_vocab].mean(0), eout[:, :base_vocab].mean(1)
-    grow = new_vocab - ein.shape[0]
-    if grow > 0:
-        ein = jnp.concatenate([ein, jnp.broadcast_to(mean_in, (grow, ein.shape[1]))], 0)
-        eout = jnp.concatenate([eout, jnp.broadcast_to(mean_out[:, None], (eout.shape[0], grow))], 1)
-    ids = jnp.asarray(sorted(new_ids), jnp.int32)
-    return {**params, "embed_in": ein.at[ids].set(mean_in), "embed_out": eout.at[:, ids].set(mean_out[:, None])}
-
-
 # ----------------------------------------------------------------------------- set-up
-
-
-@dataclasses.dataclass
-class ChatInfo:
-    spec: str
-    template: str
-    added_ids: dict
-    base_vocab_size: int
-
-    def save(self, path) -> None:  # a run's RunDir.chat_info (pathlib or etils.epath, gs://)
-        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path) -> "ChatInfo":  # a pathlib or etils.epath file
-        return cls(**json.loads(path.read_text()))
-
-    def reload_spec(self, directory: Path) -> str:
-        """The tokenizer spec that reloads the chat tokenizer: the ``tokenizer.json`` saved beside
-        (alignjax.data.chat.save_chat_tokenizer), else the base spec + ``+chat``."""
-        if (Path(directory) / rundir.TOKENIZER).is_file():
-            return str(directory)
-        return self.spec + "+chat"
-
-
-def find_chat_info(path):
-    """``chat_tokenizer.json`` of a checkpoint: beside an export, or in the run of a run
-    directory or of its ``checkpoints/<step>[/state]`` directory."""
-    found = rundir.RunDir.of(path)
-    info = found[0].chat_info if found else rundir.as_path(path) / CHAT_TOKENIZER_FILE
-    return info if info.is_file() else None  # an etils.epath (local or gs://)
-
-
-def load_chat_tokenizer(info_path):
-    from alignjax.data import chat
-
-    info = ChatInfo.load(info_path)
-    return chat.chat_tokenizer(info.spec, info.template)
 
 
 def prepare(cfg):
     """Before ``train.Setup``: the chat tokenizer, the model shape (from ``checkpoint.init_from``
     when set, the vocab grown when a chat token does not fit) and ``train.num_steps`` from
     ``chat.epochs``. Edits ``cfg`` in place; returns (chat tokenizer, ChatInfo)."""
-    from alignjax import checkpoint as ckpt_lib
-    from alignjax import config as config_lib
-    from alignjax.data import chat, pipeline, sources
-
     if cfg.dpo.reference not in ("on_the_fly", "precompute"):
         raise config_lib.ConfigError(f"dpo.reference={cfg.dpo.reference!r}; valid: on_the_fly, precompute")
     try:
@@ -167,7 +112,7 @@ def prepare(cfg):
         if Path(cfg.checkpoint.init_from).exists():  # the saved config must find it from anywhere
             cfg.checkpoint.init_from = str(Path(cfg.checkpoint.init_from).absolute())
         src = ckpt_lib.resolve(cfg.checkpoint.init_from)[0]
-        changed = {f: getattr(src, f) for f in (*SHAPE_FIELDS, "vocab_size") if m[f] != getattr(src, f)}
+        changed = {f: v for f, v in src.identity().items() if m[f] != v}
         if changed:
             log.info("model shape from checkpoint.init_from: %s", ", ".join(f"{k}={v}" for k, v in changed.items()))
             m.update(changed)
@@ -186,53 +131,10 @@ def prepare(cfg):
 
 def stage(cfg):
     """The one stage of a post-training run (so the loop, schedule and checkpoints are pretraining's)."""
-    from alignjax.data.mixture import Component, Stage
-
     t, o = cfg.train, cfg.optimizer
     warmup = round(o.warmup_ratio * t.num_steps) if o.warmup_ratio else o.warmup_steps
     return Stage(t.objective, 0, t.num_steps, t.seq_len, t.batch_size, o.lr, warmup,
                  max(o.decay_steps or t.num_steps, 1), o.min_lr_ratio, (Component(t.objective, cfg.chat.data, 1.0),))
-
-
-def load_start_params(init_from: str | None, seed: int, model_cfg, shardings, mesh, info: ChatInfo | None):
-    """The params post-training starts from (and the DPO reference / LoRA base): ``init_from``
-    loaded, with the chat tokens' embeddings resized when it does not have them yet; a fresh
-    init from ``seed`` without ``init_from`` (as train.Setup)."""
-    from alignjax import checkpoint as ckpt_lib
-    from alignjax.eval.scoring import param_shardings
-
-    if not init_from:
-        return jax.jit(lambda: nnx.split(model_lib.GPTNeoX(model_cfg, nnx.Rngs(params=seed)))[1].to_pure_dict(),
-                       out_shardings=shardings)()
-    src = ckpt_lib.resolve(init_from)[0]
-    if any(getattr(src, f) != getattr(model_cfg, f) for f in SHAPE_FIELDS) or src.vocab_size > model_cfg.vocab_size:
-        raise ckpt_lib.CheckpointError(f"checkpoint.init_from={init_from} has model {src}, the run has {model_cfg}")
-    has_chat = find_chat_info(init_from) is not None
-    if info is None or has_chat:
-        if src.vocab_size != model_cfg.vocab_size:
-            raise ckpt_lib.CheckpointError(f"checkpoint.init_from={init_from}: vocab {src.vocab_size} != "
-                                           f"{model_cfg.vocab_size} and no chat tokens to add")
-        return ckpt_lib.load_params(init_from, shardings)[1]
-    _, _, src_shardings = param_shardings(dataclasses.replace(model_cfg, vocab_size=src.vocab_size), mesh)
-    params = ckpt_lib.load_params(init_from, src_shardings)[1]
-    log.info("chat tokens %s: embedding rows set to the mean of the %d base rows",
-             ", ".join(f"{k}={v}" for k, v in info.added_ids.items()), info.base_vocab_size)
-    resize = functools.partial(resize_embeddings, new_vocab=model_cfg.vocab_size, base_vocab=info.base_vocab_size,
-                               new_ids=tuple(info.added_ids.values()))
-    return jax.jit(resize, out_shardings=shardings)(params)
-
-
-def start_params_from_run(run: rundir.RunDir, cfg: dict, model_cfg, shardings=None):
-    """``load_start_params`` for a finished run, from its saved config (LoRA merge/export)."""
-    from alignjax import sharding
-
-    mesh = sharding.make_mesh()
-    if shardings is None:
-        from alignjax.eval.scoring import param_shardings
-
-        shardings = param_shardings(model_cfg, mesh)[2]
-    info = ChatInfo.load(run.chat_info) if run.chat_info.is_file() else None
-    return load_start_params(cfg["checkpoint"].get("init_from"), cfg["train"]["seed"], model_cfg, shardings, mesh, info)
 
 
 # ----------------------------------------------------------------------------- DPO reference precompute
@@ -241,9 +143,6 @@ def start_params_from_run(run: rundir.RunDir, cfg: dict, model_cfg, shardings=No
 def precompute_reference(cfg, tok, graphdef, params, mesh, path: Path) -> np.ndarray:
     """Reference (chosen, rejected) log-probs of every pair by pair id: one forward pass over
     ``chat.dpo_pairs`` with the starting params, saved to ``path`` (reused when it exists)."""
-    from alignjax import sharding
-    from alignjax.data import chat
-
     if path.exists():
         with path.open("rb") as f:
             table = np.load(f)
@@ -276,9 +175,7 @@ def precompute_reference(cfg, tok, graphdef, params, mesh, path: Path) -> np.nda
     if buf:
         flush(buf)
     if not ids:
-        from alignjax.data.sources import DataError
-
-        raise DataError(f"chat.data={cfg.chat.data}: no valid DPO pair to precompute reference log-probs for")
+        raise sources.DataError(f"chat.data={cfg.chat.data}: no valid DPO pair to precompute reference log-probs for")
     table = np.full((max(ids) + 1, 2), np.nan, np.float32)
     table[np.asarray(ids)] = np.concatenate(values)
     if p == 0:  # written whole, then renamed: a resumed run never reads half a table

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -13,13 +14,14 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
+import tqdm
 
 from alignjax import checkpoint as ckpt_lib
 from alignjax import config as config_lib
@@ -28,14 +30,14 @@ from alignjax import metrics as metrics_lib
 from alignjax import lora as lora_lib
 from alignjax import loss as loss_lib
 from alignjax import model as model_lib
-from alignjax import optim, posttrain, rundir, sharding
+from alignjax import model_state, optim, posttrain, rundir, sharding
 from alignjax.data import audit as audit_lib
+from alignjax.data import chat
 from alignjax.data import mixture, pipeline, sources
 
 log = logging.getLogger("alignjax")
 
 TrainState = dict  # {"step": int32, "params": ..., "opt_state": ..., "rng": key data}
-OBJECTIVES = ("lm", "sft", "dpo")  # train.objective: pretraining, supervised fine-tuning, DPO
 
 
 # ----------------------------------------------------------------------------- pure functions
@@ -70,12 +72,12 @@ def full_params(trainable, frozen):
 
 
 def train_step(loss, model_params, tx, schedule, grad_accum: int, state: TrainState, batch,
-               frozen=None) -> tuple[TrainState, dict]:
+               frozen: dict) -> tuple[TrainState, dict]:
     """One optimizer step over ``grad_accum`` micro-batches of ``loss`` (an objective, see
     token_loss); the loss is the count-weighted mean over the whole batch (tokens for lm/sft,
     pairs for dpo), so accumulation gives the same update as one big batch. ``state["params"]``
     are the trained params (LoRA: the adapters); ``model_params(trained, frozen)`` the model's;
-    ``frozen`` (LoRA base, DPO reference) gets no gradient and no optimizer state."""
+    ``frozen`` (LoRA base, DPO reference; {} when none) gets no gradient and no optimizer state."""
 
     def split(x):  # [B, ...] -> [accum, B/accum, ...], each micro-batch keeping the data sharding
         return x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:]).swapaxes(0, 1)
@@ -111,6 +113,29 @@ def train_step(loss, model_params, tx, schedule, grad_accum: int, state: TrainSt
 
 def _lora_params(scale, adapters, frozen):
     return lora_lib.apply(frozen["base"], adapters, scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What one ``train.objective`` trains on and how, chosen once (Setup)."""
+    loss: Callable  # (graphdef, cfg) -> loss(params, frozen, batch) -> (sum, count it averages over, {metric: sum})
+    batches: Callable  # (cfg, stage, tokenizer, process index, process count) -> the stage's StageData
+    rows_per_example: int = 1  # a DPO row is a pair: two sequences
+
+
+def _token_objective_loss(graphdef, cfg):
+    return functools.partial(token_loss, graphdef, chunk=cfg.train.loss_chunk)
+
+
+# train.objective: pretraining, supervised fine-tuning (assistant-token weights), DPO
+OBJECTIVE = {
+    "lm": Objective(_token_objective_loss,
+                    lambda cfg, stage, tok, p, n: pipeline.make_stage_iterator(stage, cfg.data, tok, p, n)),
+    "sft": Objective(_token_objective_loss, lambda cfg, stage, tok, p, n: chat.sft_iterator(cfg, tok, p, n)),
+    "dpo": Objective(lambda graphdef, cfg: functools.partial(posttrain.dpo_loss, graphdef, cfg.dpo.beta),
+                     lambda cfg, stage, tok, p, n: chat.dpo_iterator(cfg, tok, p, n), rows_per_example=2),
+}
+OBJECTIVES = tuple(OBJECTIVE)  # the names, as config's schema checks them
 
 
 def optax_global_norm(tree) -> jax.Array:
@@ -152,11 +177,7 @@ class Setup:
                 raise config_lib.ConfigError(
                     f"{where}.seq_len={st.seq_len} exceeds model.max_seq_len={self.model_cfg.max_seq_len}")
 
-        abstract_model = nnx.eval_shape(lambda: model_lib.init(self.model_cfg, 0))
-        self.graphdef, abstract_state = nnx.split(abstract_model)
-        self.abstract_params = abstract_state.to_pure_dict()
-        axes = jax.tree.map(lambda v: v.get_metadata()["axes"], abstract_state,
-                            is_leaf=lambda v: isinstance(v, nnx.Variable)).to_pure_dict()
+        self.graphdef, self.abstract_params, axes = model_state.abstract(self.model_cfg)
         self.param_shardings = sharding.tree_shardings(axes, self.abstract_params, self.mesh)
         try:
             self.schedule = optim.stage_schedule(self.stages, cfg.optimizer.schedule)
@@ -174,9 +195,9 @@ class Setup:
             self.model_params = full_params
         on_the_fly_ref = t.objective == "dpo" and cfg.dpo.reference == "on_the_fly"
         self.frozen_keys = (("base",) if self.lora else ()) + (("ref",) if on_the_fly_ref else ())
-        self.loss = (functools.partial(posttrain.dpo_loss, self.graphdef, cfg.dpo.beta) if t.objective == "dpo"
-                     else functools.partial(token_loss, self.graphdef, chunk=t.loss_chunk))
-        self.rows_per_example = 2 if t.objective == "dpo" else 1  # a DPO row is a pair: two sequences
+        self.objective = OBJECTIVE[t.objective]
+        self.loss = self.objective.loss(self.graphdef, cfg)
+        self.rows_per_example = self.objective.rows_per_example
 
         def init_state(params, seed):
             return {"step": jnp.int32(0), "params": params, "opt_state": self.tx.init(params),
@@ -194,9 +215,7 @@ class Setup:
         self.abstract_state = jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_init, self.state_shardings)
 
-        self._init_params = jax.jit(
-            lambda seed: nnx.split(model_lib.GPTNeoX(self.model_cfg, nnx.Rngs(params=seed)))[1].to_pure_dict(),
-            static_argnums=0, out_shardings=self.param_shardings)
+        self._init_params = model_state.init_fn(self.model_cfg, self.param_shardings)
         if self.lora:
             self._init_adapters = jax.jit(lambda seed: lora_lib.init(self.lora, self.abstract_params, seed),
                                           static_argnums=0, out_shardings=self.trainable_shardings)
@@ -206,9 +225,11 @@ class Setup:
         # The params evals run with (LoRA: merged into the base) and a copy that survives donation.
         self.full_params = jax.jit(self.model_params, out_shardings=self.param_shardings)
         self.copy_params = jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=self.param_shardings)
+        # Frozen params ({} when none) are read, never trained: placed as they come.
+        self.abstract_frozen = {k: jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                                self.abstract_params, self.param_shardings) for k in self.frozen_keys}
         step = functools.partial(train_step, self.loss, self.model_params, self.tx, self.schedule, t.grad_accum)
-        # train_step(state, batch) or, with frozen params, train_step(state, batch, frozen).
-        self.train_step = jax.jit(step, in_shardings=(self.state_shardings, None, None)[:2 + bool(self.frozen_keys)],
+        self.train_step = jax.jit(step, in_shardings=(self.state_shardings, None, None),
                                   out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
                                   donate_argnums=0)
 
@@ -394,8 +415,6 @@ def _prepare_data(cfg, setup: Setup, chat_tokenizer=None):
     """Tokenizer and a look at every component of every stage, so bad data fails before step 1."""
     try:
         if chat_tokenizer is not None:  # post-training: the chat data, read through the chat tokenizer
-            from alignjax.data import chat
-
             st = setup.stages[0]
             return chat_tokenizer, {st.name: {st.name: chat.check_chat_data(cfg, chat_tokenizer)}}
         tokenizer = pipeline.load_tokenizer(cfg.data.tokenizer)
@@ -431,99 +450,176 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
         preempted.restore()
 
 
-def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock | None) -> dict[str, Any]:
-    t = cfg.train
-    post = t.objective in ("sft", "dpo")
+def _start_up(cfg, run: rundir.RunDir, preempted: _Preempted):
+    """Everything before the first step that writes nothing the run cannot take back: (setup,
+    tokenizer, data look, chat info), or None when a signal stopped the start-up."""
     # Post-training: chat tokenizer, model shape from checkpoint.init_from, vocab growth, epochs.
-    chat_tok, chat_info = posttrain.prepare(cfg) if post else (None, None)
+    chat_tok, chat_info = posttrain.prepare(cfg) if cfg.train.objective != "lm" else (None, None)
     setup = Setup(cfg)
-    stages = setup.stages
     is_main = jax.process_index() == 0
     allow = _check_resumable(cfg, run)
     tokenizer, source_info = _prepare_data(cfg, setup, chat_tok)
     _eval_tasks(cfg)
     if _stop_at_start_up(preempted, run):
-        return _stopped(preempted)
+        return None
     if is_main and chat_info is not None:
         chat_info.save(run.chat_info)  # alignjax-eval reads the run's chat tokenizer and template from it
         if not run.remote:  # tokenizer.json + tokenizer_config.json, for HF tools too
-            from alignjax.data import chat
-
             chat.save_chat_tokenizer(chat_tok, os.fspath(run), cfg.chat.template)
     if is_main:
         row = run.record_start(cfg.to_dict(), allow)  # config.json at the first start; a runs.jsonl row each
         if row["changed"]:
             log.info("changed since the previous start: %s", "; ".join(
                 f"{k}: {a!r} -> {b!r}" for k, (a, b) in row["changed"].items()))
-    ckpt = ckpt_lib.TrainCheckpointer(run.checkpoints, cfg.checkpoint.max_to_keep, cfg.checkpoint.async_save)
-    audit = audit_lib.DataAudit(stages, source_info)
-    total_steps = stages[-1].end
-    multi = jax.process_count() > 1
+    return setup, tokenizer, source_info, chat_info
 
-    if post:  # the data factory, chosen once: conversations (sft) or preference pairs (dpo)
-        from alignjax.data import chat
 
-        chat_iterator = chat.sft_iterator if t.objective == "sft" else chat.dpo_iterator
+class _Feed:
+    """The batches of the current stage (one iterator: opened at each stage, or restored into
+    from a checkpoint) and each pretraining stage's held-out rows."""
 
-        def stage_data(stage):
-            return chat_iterator(cfg, tokenizer, jax.process_index(), jax.process_count())
-    else:
-        def stage_data(stage):
-            return pipeline.make_stage_iterator(stage, cfg.data, tokenizer, jax.process_index(), jax.process_count())
+    def __init__(self, cfg, stages, tokenizer):
+        self.cfg, self.stages, self.tokenizer = cfg, stages, tokenizer
+        self.data, self.stage = None, None
+        self._heldout = {}
 
-    data, data_stage = None, None
-    heldout_cache = {}
-    prepare_batch = lambda batch: batch  # noqa: E731  (DPO precompute: adds the reference log-probs)
+    def open(self, stage):
+        """A fresh iterator for ``stage``: conversations (sft), preference pairs (dpo) or the mixture (lm)."""
+        self.data = OBJECTIVE[self.cfg.train.objective].batches(self.cfg, stage, self.tokenizer, jax.process_index(),
+                                                               jax.process_count())
+        self.stage = stage
+        return self.data
 
-    def heldout_for(stage):
-        if post:  # held-out losses are per pretraining data component
-            return {}
-        if stage.name not in heldout_cache:
-            heldout_cache[stage.name] = pipeline.heldout_batches(stage, cfg.data, tokenizer, cfg.eval.heldout_docs,
-                                                                 cfg.eval.heldout_rows)
-        return heldout_cache[stage.name]
-
-    def data_for_step(step):
-        # A save at a stage's last step holds that (finished) stage's iterator: the next stage
-        # starts a fresh one.
-        nonlocal data, data_stage
-        stage = mixture.stage_at(stages, step)
+    def for_restore(self, step):
+        """The iterator a checkpoint of ``step`` restores into. A save at a stage's last step
+        holds that (finished) stage's iterator: the next stage starts a fresh one (None)."""
+        stage = mixture.stage_at(self.stages, step)
         if stage is None or stage.start == step:
             return None
-        data, data_stage = stage_data(stage), stage
-        return data.iterator
+        return self.open(stage).iterator
 
+    def heldout(self, stage) -> dict:
+        if self.cfg.train.objective != "lm":  # held-out losses are per pretraining data component
+            return {}
+        if stage.name not in self._heldout:
+            self._heldout[stage.name] = pipeline.heldout_batches(stage, self.cfg.data, self.tokenizer,
+                                                                 self.cfg.eval.heldout_docs, self.cfg.eval.heldout_rows)
+        return self._heldout[stage.name]
+
+
+def _start_state(cfg, setup: Setup, run: rundir.RunDir, restored, chat_info, tokenizer):
+    """(state, start step, frozen params, batch transform): the restored state, or a fresh one
+    from the starting params (a seeded init, ``checkpoint.init_from``, post-training's start);
+    frozen: the LoRA base and the DPO on-the-fly reference; the transform adds DPO's
+    precomputed reference log-probs."""
+    t = cfg.train
+    state, start = (restored[0], restored[1]) if restored is not None else (None, 0)
+    frozen, prepare_batch = {}, lambda batch: batch
+    if t.objective != "lm" or setup.lora:  # the starting params: the state's, the LoRA base, the DPO reference
+        ref_path = run.reference
+        precompute = t.objective == "dpo" and cfg.dpo.reference == "precompute"
+        start_params = None
+        if restored is None or setup.frozen_keys or (precompute and not ref_path.exists()):
+            start_params = model_state.load_start_params(cfg.checkpoint.init_from, t.seed, setup.model_cfg,
+                                                         setup.param_shardings, setup.mesh, chat_info)
+        if precompute:
+            prepare_batch = posttrain.add_reference(posttrain.precompute_reference(
+                cfg, tokenizer, setup.graphdef, start_params, setup.mesh, ref_path))
+        if "base" in setup.frozen_keys:
+            frozen["base"] = start_params
+        if "ref" in setup.frozen_keys:  # LoRA: the base is the reference; else a copy the state cannot donate
+            frozen["ref"] = frozen["base"] if "base" in frozen else setup.copy_params(start_params)
+        if restored is None:
+            state = setup.init_state(start_params)
+    elif restored is None and cfg.checkpoint.init_from:
+        model_cfg, params = model_state.load_params(cfg.checkpoint.init_from, setup.param_shardings)
+        if model_cfg.identity() != setup.model_cfg.identity():
+            raise ckpt_lib.CheckpointError(
+                f"checkpoint.init_from={cfg.checkpoint.init_from} has model {model_cfg}, config has {setup.model_cfg}")
+        state = setup.init_state(params)
+    elif restored is None:
+        state = setup.init_state()
+    return state, start, frozen, prepare_batch
+
+
+class _Throughput:
+    """Tokens per second of training: from after a stage's first (compiling) step, evals left out."""
+
+    def __init__(self):
+        self.t0, self.tokens = None, 0
+
+    def restart(self):
+        self.t0 = None
+
+    def step(self, metrics, tokens: int):
+        if self.t0 is None:  # the first step of a stage compiles; time from after it
+            jax.block_until_ready(metrics)
+            self.t0, self.tokens = time.perf_counter(), 0
+        else:
+            self.tokens += tokens
+
+    def rate(self) -> float | None:
+        now = time.perf_counter()
+        tps = self.tokens / (now - self.t0) if self.tokens else None
+        self.t0, self.tokens = now, 0
+        return tps
+
+    def exclude(self, seconds: float):
+        self.t0 += seconds
+
+
+def _report(cfg, setup: Setup, run, tokenizer, step, stage, m, state, frozen, feed: _Feed, audit, writer, bar,
+            speed: _Throughput, last_saved: int, log_now: bool, eval_now: bool) -> dict:
+    """At a log, eval or save step: the metrics checked finite, the row logged (and printed) with
+    the evals' results, and the data audit written. Returns the row ({} at a save-only step)."""
+    t, is_main = cfg.train, jax.process_index() == 0
+    m = {k: float(v) for k, v in jax.device_get(m).items()}
+    if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+        raise NonFiniteLoss(f"loss={m['loss']} grad_norm={m['grad_norm']} at step {step}; stopping without saving "
+                            f"(last good checkpoint: step {last_saved if last_saved else 'none'})")
+    row = {}
+    if log_now:
+        tps = speed.rate()
+        fpt = model_lib.flops_per_token(setup.model_cfg, stage.seq_len)
+        peak = metrics_lib.peak_flops(jax.devices()[0].device_kind, t.peak_flops_per_device)
+        row = {**m, "tokens_per_sec": tps, "mfu": metrics_lib.mfu(tps, fpt, jax.device_count(), peak) if tps else None,
+               **audit.metrics(stage.name)}
+        if bar is not None:
+            bar.set_postfix(loss=f"{m['loss']:.3f}")
+        elif is_main:
+            print(f"step {step}: loss {m['loss']:.4f} lr {m['lr']:.2e} grad_norm {m['grad_norm']:.3f}"
+                  + (f" tokens/s {tps:,.0f}" if tps else ""), flush=True)
+    if eval_now:
+        t0 = time.perf_counter()
+        params = setup.full_params(state["params"], frozen)  # LoRA: merged
+        row.update(_heldout_losses(setup, params, feed.heldout(stage)))
+        row.update(_suite_metrics(cfg, setup, params, tokenizer))
+        del params
+        speed.exclude(time.perf_counter() - t0)  # evals are not training time
+    if row:
+        writer.write(step, row)
+    totals = audit.global_tokens()
+    if is_main:
+        audit.write(run.audit, totals)
+    return row
+
+
+def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock | None) -> dict[str, Any]:
+    started = _start_up(cfg, run, preempted)
+    if started is None:
+        return _stopped(preempted)
+    setup, tokenizer, source_info, chat_info = started
+    t, stages, is_main = cfg.train, setup.stages, jax.process_index() == 0
+    ckpt = ckpt_lib.TrainCheckpointer(run.checkpoints, cfg.checkpoint.max_to_keep, cfg.checkpoint.async_save)
+    audit = audit_lib.DataAudit(stages, source_info)
+    multi = jax.process_count() > 1
+    feed = _Feed(cfg, stages, tokenizer)
     with jax.set_mesh(setup.mesh):
-        restored = ckpt.restore_latest(setup.abstract_state, data_for_step)
+        restored = ckpt.restore_latest(setup.abstract_state, feed.for_restore)
         if restored is not None:
-            state, start, _, audit_state = restored
-            audit.restore(audit_state)
-            log.info("resumed from %s step %d", ckpt.directory, start)
-        frozen = {}
-        if post or setup.lora:  # the starting params: the state's (fresh run), the LoRA base, the DPO reference
-            ref_path = run.reference
-            precompute = t.objective == "dpo" and cfg.dpo.reference == "precompute"
-            start_params = None
-            if restored is None or setup.frozen_keys or (precompute and not ref_path.exists()):
-                start_params = posttrain.load_start_params(cfg.checkpoint.init_from, t.seed, setup.model_cfg,
-                                                           setup.param_shardings, setup.mesh, chat_info)
-            if precompute:
-                prepare_batch = posttrain.add_reference(posttrain.precompute_reference(
-                    cfg, tokenizer, setup.graphdef, start_params, setup.mesh, ref_path))
-            if "base" in setup.frozen_keys:
-                frozen["base"] = start_params
-            if "ref" in setup.frozen_keys:  # LoRA: the base is the reference; else a copy the state cannot donate
-                frozen["ref"] = frozen["base"] if "base" in frozen else setup.copy_params(start_params)
-            if restored is None:
-                state, start = setup.init_state(start_params), 0
-        elif restored is None and cfg.checkpoint.init_from:
-            model_cfg, params = ckpt_lib.load_params(cfg.checkpoint.init_from, setup.param_shardings)
-            if model_cfg != setup.model_cfg:
-                raise ckpt_lib.CheckpointError(
-                    f"checkpoint.init_from={cfg.checkpoint.init_from} has model {model_cfg}, config has {setup.model_cfg}")
-            state, start = setup.init_state(params), 0
-        elif restored is None:
-            state, start = setup.init_state(), 0
+            audit.restore(restored[3])
+            log.info("resumed from %s step %d", ckpt.directory, restored[1])
+        state, start, frozen, prepare_batch = _start_state(cfg, setup, run, restored, chat_info, tokenizer)
         if _stop_at_start_up(preempted, run):
             ckpt.close()
             return _stopped(preempted)
@@ -531,41 +627,31 @@ def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock 
         writer = metrics_lib.MetricsWriter(run.root, enabled=is_main, resume_step=start)
         if is_main and writer.cut is not None:
             log.info("metrics.jsonl: rows after step %d cut (the old file is %s)", start, writer.cut.name)
-
-        peak = metrics_lib.peak_flops(jax.devices()[0].device_kind, t.peak_flops_per_device)
         bar = None
         if is_main and t.progress_bar and sys.stderr.isatty():
-            from tqdm import tqdm
-            bar = tqdm(total=total_steps, initial=start, desc="train", dynamic_ncols=True)
-
-        last_saved, last = start, {}
-        timer, timer_tokens = None, 0
-        step = start
+            bar = tqdm.tqdm(total=stages[-1].end, initial=start, desc="train", dynamic_ncols=True)
+        last_saved, last, speed, step = start, {}, _Throughput(), start
         try:
             while (stage := mixture.stage_at(stages, step)) is not None:
                 before, fault = None, None
                 try:
-                    if data_stage is not stage:
+                    if feed.stage is not stage:
                         log.info("stage %s: steps %d-%d, seq_len %d, batch %d, mixture %s", stage.name,
                                  stage.start + 1, stage.end, stage.seq_len, stage.batch_size,
                                  ", ".join(f"{c.name} {c.fraction:.2%}" for c in stage.components))
-                        data, data_stage, timer = stage_data(stage), stage, None
-                    before = data.iterator.get_state() if multi else None
-                    batch = next(data.iterator)
+                        feed.open(stage)
+                        speed.restart()
+                    before = feed.data.iterator.get_state() if multi else None
+                    batch = next(feed.data.iterator)
                 except sources.DataError as e:  # bad records past the pre-flight sample
                     fault = e
                 if _any_process(fault is not None):  # every process stops at this step, or none
-                    raise _data_fault(fault, step, last_saved, ckpt, state, data, before, audit)
+                    raise _data_fault(fault, step, last_saved, ckpt, state, feed.data, before, audit)
                 ids = batch.pop("component", None)  # post-training: every trained token is the one component
-                audit.add(stage.name, data.names, ids if ids is not None else posttrain.trained_tokens(batch))
-                batch = prepare_batch(batch)
-                state, m = setup.train_step(state, setup.global_batch(batch), *([frozen] if setup.frozen_keys else []))
+                audit.add(stage.name, feed.data.names, ids if ids is not None else posttrain.trained_tokens(batch))
+                state, m = setup.train_step(state, setup.global_batch(prepare_batch(batch)), frozen)
                 step += 1
-                if timer is None:  # the first step of a stage compiles; time from after it
-                    jax.block_until_ready(m)
-                    timer, timer_tokens = time.perf_counter(), 0
-                else:
-                    timer_tokens += stage.batch_size * stage.seq_len * setup.rows_per_example
+                speed.step(m, stage.batch_size * stage.seq_len * setup.rows_per_example)
                 if bar is not None:
                     bar.update(1)
                 for sig in ("SIGTERM", "SIGINT"):  # fault injection for the preemption and Ctrl-C tests
@@ -576,42 +662,12 @@ def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock 
                 log_now = step % t.log_every == 0
                 eval_now = bool(t.eval_every) and step % t.eval_every == 0
                 if log_now or eval_now or must_save:
-                    m = {k: float(v) for k, v in jax.device_get(m).items()}
-                    if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
-                        raise NonFiniteLoss(
-                            f"loss={m['loss']} grad_norm={m['grad_norm']} at step {step}; stopping without saving "
-                            f"(last good checkpoint: step {last_saved if last_saved else 'none'})")
-                    row = {}
-                    if log_now:
-                        now = time.perf_counter()
-                        tps = timer_tokens / (now - timer) if timer_tokens else None
-                        timer, timer_tokens = now, 0
-                        fpt = model_lib.flops_per_token(setup.model_cfg, stage.seq_len)
-                        row = {**m, "tokens_per_sec": tps,
-                               "mfu": metrics_lib.mfu(tps, fpt, jax.device_count(), peak) if tps else None,
-                               **audit.metrics(stage.name)}
-                        if bar is not None:
-                            bar.set_postfix(loss=f"{m['loss']:.3f}")
-                        elif is_main:
-                            print(f"step {step}: loss {m['loss']:.4f} lr {m['lr']:.2e} grad_norm {m['grad_norm']:.3f}"
-                                  + (f" tokens/s {tps:,.0f}" if tps else ""), flush=True)
-                    if eval_now:
-                        t0 = time.perf_counter()
-                        params = setup.full_params(state["params"], frozen)  # LoRA: merged
-                        row.update(_heldout_losses(setup, params, heldout_for(stage)))
-                        row.update(_suite_metrics(cfg, setup, params, tokenizer))
-                        del params
-                        timer += time.perf_counter() - t0  # evals are not training time
-                    if row:
-                        last = row
-                        writer.write(step, row)
-                    totals = audit.global_tokens()
-                    if is_main:
-                        audit.write(run.audit, totals)
+                    last = _report(cfg, setup, run, tokenizer, step, stage, m, state, frozen, feed, audit, writer,
+                                   bar, speed, last_saved, log_now, eval_now) or last
                 if os.environ.get("ALIGNJAX_FAULT_KILL_AT_STEP") == str(step):
                     os.kill(os.getpid(), signal.SIGKILL)  # fault injection: a crash between saves, rows logged
                 if must_save and step > last_saved:
-                    ckpt.save(step, state, data.iterator, audit.state())
+                    ckpt.save(step, state, feed.data.iterator, audit.state())
                     last_saved = step
                     if os.environ.get("ALIGNJAX_FAULT_KILL_AFTER_SAVE") == str(step):
                         # Fault injection for the preemption tests: a kill -9 right after a save.

@@ -83,15 +83,14 @@ class Contender:
         self.setup = train.Setup(_cfg(args, objective, "precompute" if kind == "dpo_pre" else "on_the_fly"))
         with jax.set_mesh(self.setup.mesh):
             params = self.setup._init_params(0)
-            self.frozen = {"ref": self.setup.copy_params(params)} if self.setup.frozen_keys else None
+            self.frozen = {"ref": self.setup.copy_params(params)} if self.setup.frozen_keys else {}
             self.state = self.setup.init_state(params)
         self.rows = self.setup.stages[0].batch_size * self.setup.rows_per_example
 
     def run(self, bs):
-        extra = [self.frozen] if self.frozen is not None else []
         with jax.set_mesh(self.setup.mesh):
             for b in bs:
-                self.state, m = self.setup.train_step(self.state, self.setup.global_batch(b), *extra)
+                self.state, m = self.setup.train_step(self.state, self.setup.global_batch(b), self.frozen)
             jax.block_until_ready((self.state, m))
         return float(m["loss"])
 

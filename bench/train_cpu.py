@@ -69,7 +69,7 @@ class AlignJax:
         with jax.set_mesh(self.setup.mesh):
             for b in batches:  # as the trainer does: host batch -> global array -> jitted step
                 batch = self.setup.global_batch({"inputs": b[:, :-1], "targets": b[:, 1:]})
-                self.state, metrics = self.setup.train_step(self.state, batch)
+                self.state, metrics = self.setup.train_step(self.state, batch, {})
             jax.block_until_ready((self.state, metrics))
         return float(metrics["loss"])
 

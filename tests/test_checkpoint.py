@@ -3,12 +3,16 @@ import os
 import signal
 import subprocess
 import sys
+import dataclasses
 import time
 
 import jax
 import numpy as np
 
 from alignjax import checkpoint as ckpt_lib
+from alignjax import config as config_lib
+from alignjax import model_state, sharding
+from alignjax.model import ModelConfig
 from conftest import REPO, run_cli
 
 TINY = ["--config=configs/tiny.py", "--config.train.num_steps=20", "--config.checkpoint.every_steps=10"]
@@ -19,7 +23,7 @@ def _losses(workdir):
 
 
 def _params(workdir):
-    return jax.tree.leaves(ckpt_lib.load_params(workdir)[1])
+    return jax.tree.leaves(model_state.load_params(workdir)[1])
 
 
 def test_resume_after_kill_9_is_bitwise_identical(tmp_path):
@@ -92,3 +96,26 @@ def test_resuming_with_another_model_is_refused_and_nothing_is_touched(tmp_path)
     assert "model.d_model: 64 -> 128" in r.stderr.strip().splitlines()[-1]
     assert (tmp_path / "config.json").read_text() == before
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["10", "20"]
+
+
+def test_model_identity_is_the_shape_and_the_config_defaults_are_the_dataclass():
+    a = ModelConfig(num_layers=1, d_model=32, num_heads=2, d_ff=64, vocab_size=128, max_seq_len=32)
+    how = dataclasses.replace(a, scan_layers=True, dtype="bfloat16", max_seq_len=64, init_std=0.1)
+    assert how.identity() == a.identity() and set(a.identity()) == set(ModelConfig.SHAPE)
+    assert dataclasses.replace(a, num_layers=2).identity() != a.identity()
+    assert config_lib.default_config().model.to_dict() == {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+
+
+def test_model_state_loads_an_export_straight_into_shardings(tmp_path):
+    cfg = ModelConfig(num_layers=1, d_model=32, num_heads=2, d_ff=64, vocab_size=128, max_seq_len=32)
+    mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    _, abstract, shardings = model_state.shardings(cfg, mesh)
+    params = model_state.init_fn(cfg, shardings)(3)
+    assert jax.tree.map(lambda x: (x.shape, x.dtype), params) == jax.tree.map(lambda x: (x.shape, x.dtype), abstract)
+    ckpt_lib.save_params(tmp_path / "export", jax.device_get(params), cfg)
+    loaded = model_state.load(tmp_path / "export", shardings)
+    assert loaded.kind == "export" and loaded.model_cfg == cfg
+    assert jax.tree.leaves(jax.tree.map(lambda x, s: x.sharding == s, loaded.params, shardings)) == [True] * len(
+        jax.tree.leaves(params))
+    for x, y in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

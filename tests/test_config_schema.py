@@ -94,10 +94,15 @@ def test_a_bool_is_not_a_size_and_a_string_field_is_a_string():
         cfg.train.allow_changes = None
     with pytest.raises(C.ConfigError, match=r"^train\.allow_changes=None: must be a string$"):
         C.validate(cfg)
+    cfg = cfg_of()
+    with cfg.model.unlocked():  # model.scan_layers: the CLI parses only true/false into it
+        cfg.model.scan_layers = None
+    with pytest.raises(C.ConfigError, match=r"^model\.scan_layers=None: must be True or False$"):
+        C.validate(cfg)
 
 
 def test_every_schema_field_has_a_bad_value_case():
-    tested = {o.split("=")[0] for o, _ in FIELD_CASES} | {"train.allow_changes"}
+    tested = {o.split("=")[0] for o, _ in FIELD_CASES} | {"train.allow_changes", "model.scan_layers"}
     for field in C.schema():
         stage_fields = {f"stages.{s}.{field.split('.')[-1]}" for s in ("midtrain", "cpt")}
         assert field in tested or (field.startswith("stages.*") and stage_fields & tested), field

@@ -127,10 +127,10 @@ def test_unknown_names_and_missing_files_fail_before_training(tmp_path):
 
 
 def _params(workdir):
-    from alignjax import checkpoint as ckpt_lib
+    from alignjax import model_state
     import jax
 
-    return jax.tree.leaves(ckpt_lib.load_params(workdir)[1])
+    return jax.tree.leaves(model_state.load_params(workdir)[1])
 
 
 def test_three_stage_run_resumes_across_a_stage_boundary_bitwise(tmp_path):

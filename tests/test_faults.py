@@ -260,13 +260,14 @@ def no_spam(text: str) -> bool:
 @pytest.mark.parametrize("how", CORRUPTIONS)
 def test_a_corrupt_latest_step_is_skipped_with_one_warning(run, how, caplog, capfd):
     from alignjax import checkpoint as ckpt_lib
+    from alignjax import model_state
 
     corrupt(run, 20, how)
     before = snapshot(run)
     with caplog.at_level(logging.WARNING, logger="alignjax"):
-        loaded = ckpt_lib.load(run)
+        loaded = model_state.load(run)
         assert ckpt_lib.resolve(run)[0] == loaded.model_cfg  # resolve again: the skip is not logged twice
-        ckpt_lib.load_params(run)
+        model_state.load_params(run)
     gc.collect()
     time.sleep(0.5)  # TensorStore reads a failed restore left in flight report late
     assert loaded.tree_dir.parent.name == "10"

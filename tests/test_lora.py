@@ -11,7 +11,7 @@ from flax import nnx
 
 from alignjax import checkpoint as ckpt_lib
 from alignjax import config as config_lib
-from alignjax import lora, posttrain, sharding
+from alignjax import lora, model_state, posttrain, sharding
 from alignjax.model import ModelConfig, init
 from alignjax.train import Setup, train
 from test_posttrain import chat_cfg, write_chats
@@ -96,22 +96,22 @@ def test_lora_trains_only_adapters_and_its_merged_export_matches_the_adapter_mod
     # the adapters from the last checkpoint; the frozen base is the export with the chat rows resized
     state_dir = ckpt_lib.resolve(tmp_path / "run")[1]
     restored = ckpt_lib.ocp.PyTreeCheckpointer().restore(state_dir)
-    adapters = lora._int_keys(jax.tree.map(np.asarray, restored["params"]))
+    adapters = lora.int_keys(jax.tree.map(np.asarray, restored["params"]))
     assert float(np.abs(adapters["layers"][0]["mlp"]["in_kernel"]["b"]).max()) > 0  # B moved off zero
     info = posttrain.ChatInfo.load(tmp_path / "run" / posttrain.CHAT_TOKENIZER_FILE)
-    start = jax.device_get(posttrain.load_start_params(str(tmp_path / "base"), 0, base_cfg, None,
-                                                       sharding.make_mesh(), info))
+    start = jax.device_get(model_state.load_start_params(str(tmp_path / "base"), 0, base_cfg, None,
+                                                         sharding.make_mesh(), info))
     np.testing.assert_array_equal(start["layers"][1]["mlp"]["out_bias"], base["layers"][1]["mlp"]["out_bias"])
     graphdef = nnx.split(init(base_cfg, 0))[0]
     tokens = np.array([[259, 72, 105, 10, 260, 10, 40, 65], [3, 9, 27, 81, 243, 100, 0, 1]], np.int32)
     adapter_logits = np.asarray(nnx.merge(graphdef, lora.apply(start, adapters, 8.0 / 2.0))(tokens))
 
     # the run itself loads merged (eval, convert, init_from take it), and the merged export
-    _, merged = ckpt_lib.load_params(tmp_path / "run")
+    _, merged = model_state.load_params(tmp_path / "run")
     np.testing.assert_allclose(np.asarray(nnx.merge(graphdef, merged)(tokens)), adapter_logits, rtol=1e-5, atol=1e-5)
-    assert lora.main([f"--checkpoint={tmp_path / 'run'}", f"--output={tmp_path / 'merged'}"]) == 0
+    assert model_state.merge_main([f"--checkpoint={tmp_path / 'run'}", f"--output={tmp_path / 'merged'}"]) == 0
     assert (tmp_path / "merged" / posttrain.CHAT_TOKENIZER_FILE).is_file()
-    cfg2, reloaded = ckpt_lib.load_params(tmp_path / "merged")
+    cfg2, reloaded = model_state.load_params(tmp_path / "merged")
     assert cfg2.vocab_size == 512
     np.testing.assert_allclose(np.asarray(nnx.merge(graphdef, reloaded)(tokens)), adapter_logits, rtol=1e-5, atol=1e-5)
     # and through HF: alignjax-convert of the export, loaded by transformers

@@ -14,7 +14,7 @@ from alignjax import sharding
 
 def _plain(hidden, w_out, targets, weights):
     """train.loss_fn's math on given hidden states: full [b, t, vocab] logits (the model's CPU matmul)."""
-    nll = _plain_nll(M.matmul(hidden, w_out), targets, reduce=False)
+    nll = _plain_nll(loss_lib.matmul(hidden, w_out), targets, reduce=False)
     weights = jnp.ones_like(nll) if weights is None else weights.astype(jnp.float32)
     return jnp.sum(nll * weights), jnp.sum(weights)
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,10 +122,34 @@ def test_bad_model_config_is_rejected_with_a_named_field():
 
 @pytest.mark.parametrize("with_segments", [False, True])
 def test_blockwise_cpu_attention_equals_dot_product_attention(with_segments):
-    from alignjax.model import blockwise_causal_attention
+    from alignjax.attention import blockwise_causal_attention
 
     q, k, v = (jax.random.normal(jax.random.key(i), (2, 300, 4, 16)) for i in range(3))
     seg = jnp.cumsum(jax.random.bernoulli(jax.random.key(9), 0.02, (2, 300)), -1) if with_segments else None
     mask = None if seg is None else seg[:, None, :, None] == seg[:, None, None, :]
     want = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation="xla")
     np.testing.assert_allclose(blockwise_causal_attention(q, k, v, seg, block=128), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("remat", ["none", "full", "save_proj"])
+def test_scanned_layers_give_the_loops_logits_and_grads(remat):
+    tokens = jnp.asarray(np.random.default_rng(4).integers(0, 300, (2, 16)))
+    seg = jnp.asarray([[0] * 6 + [1] * 10, [0] * 16])
+
+    def run(cfg):
+        graphdef, params = nnx.split(M.init(cfg, 0))
+
+        def f(params):
+            logits = nnx.merge(graphdef, params)(tokens, None, seg)
+            return jnp.mean(logits ** 2), logits
+
+        return jax.jit(jax.value_and_grad(f, has_aux=True))(params)
+
+    cfg = _tiny(num_layers=3, remat=remat)
+    ((l0, logits0), g0), ((l1, logits1), g1) = run(cfg), run(dataclasses.replace(cfg, scan_layers=True))
+    np.testing.assert_allclose(logits1, logits0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(l1, l0, rtol=1e-6)
+    # The params keep their per-layer layout (checkpoints, convert and LoRA see no difference).
+    assert jax.tree.structure(g1) == jax.tree.structure(g0)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)

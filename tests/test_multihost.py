@@ -57,7 +57,7 @@ def _reference_losses(cfg, num_steps: int) -> list[float]:
             # Hosts read disjoint documents: process p takes documents p, p+2, ... of the stream.
             assert not np.array_equal(parts[0]["inputs"], parts[1]["inputs"])
             batch = {k: np.concatenate([b[k] for b in parts]) for k in parts[0] if k != "component"}
-            state, m = setup.train_step(state, setup.global_batch(batch))
+            state, m = setup.train_step(state, setup.global_batch(batch), {})
             losses.append(float(m["loss"]))
     return losses
 

@@ -58,6 +58,19 @@ def test_small_model_plan_fits_reports_hbm_flops_and_writes_json(tmp_path):
     assert c["est_tokens_per_sec_per_chip"] == pytest.approx(8 * 1024 / 4 / c["est_step_seconds"])
 
 
+def test_scanned_layers_plan_reports_hbm_but_no_speed_it_cannot_count(tmp_path):
+    """XLA's cost analysis counts a scanned layer body once: the plan gives HBM, not a bogus MFU."""
+    needs_libtpu()
+    out = tmp_path / "plan.json"
+    r = run_cli("plan", *TINY_SPLASH, "--config.model.remat=full", "--config.model.scan_layers=True",
+                "--topology=v4-8", f"--output={out}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "not estimated (model.scan_layers" in r.stdout and "MFU 1" not in r.stdout
+    p = json.loads(out.read_text())
+    assert p["fits"] and p["hbm"]["total_gib"] > 0
+    assert p["compute"]["est_mfu"] is None and p["compute"]["est_step_seconds"] is None
+
+
 def test_remat_policy_that_saves_attention_residuals_skips_the_recompute():
     needs_libtpu()
     from alignjax import config as config_lib

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from alignjax import checkpoint as ckpt_lib
-from alignjax import posttrain, sharding
+from alignjax import model_state, posttrain, sharding
 from alignjax.config import load_config_file
 from alignjax.data import chat
 from alignjax.model import ModelConfig
@@ -126,8 +126,8 @@ def test_embedding_resize_sets_new_rows_to_the_mean_and_grows_the_vocab(tmp_path
     assert rows > 4 and cfg.train.num_steps == -(-2 * rows // cfg.train.batch_size)
     assert info.added_ids == {"<|system|>": 258, "<|user|>": 259, "<|assistant|>": 260} and info.base_vocab_size == 258
     setup = Setup(cfg, sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1]))
-    new = posttrain.load_start_params(cfg.checkpoint.init_from, 0, setup.model_cfg, setup.param_shardings,
-                                      setup.mesh, info)
+    new = model_state.load_start_params(cfg.checkpoint.init_from, 0, setup.model_cfg, setup.param_shardings,
+                                        setup.mesh, info)
     ein, eout = np.asarray(new["embed_in"]), np.asarray(new["embed_out"])
     assert ein.shape == (384, 32) and eout.shape == (32, 384)
     mean_in, mean_out = params["embed_in"][:258].mean(0), params["embed_out"][:, :258].mean(1)
@@ -143,7 +143,7 @@ def test_embedding_resize_sets_new_rows_to_the_mean_and_grows_the_vocab(tmp_path
 
 
 def _final_params(workdir):
-    return jax.device_get(ckpt_lib.load_params(workdir)[1])
+    return jax.device_get(model_state.load_params(workdir)[1])
 
 
 def test_sft_run_resumed_mid_way_equals_an_uninterrupted_one(tmp_path):

@@ -17,7 +17,7 @@ def _losses(cfg, mesh_shape, steps=5):
     with jax.set_mesh(mesh):
         state = setup.init_state()
         for _ in range(steps):
-            state, m = setup.train_step(state, setup.global_batch(next(it)))
+            state, m = setup.train_step(state, setup.global_batch(next(it)), {})
             losses.append(float(m["loss"]))
     return np.array(losses), state
 

@@ -38,7 +38,7 @@ def test_gradient_accumulation_equals_one_big_batch(tiny_config, accum):
             state = setup.init_state()
             losses = []
             for _ in range(3):
-                state, m = setup.train_step(state, setup.global_batch(next(it)))
+                state, m = setup.train_step(state, setup.global_batch(next(it)), {})
                 losses.append(float(m["loss"]))
         return losses, state["params"]
 

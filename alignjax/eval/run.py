@@ -19,7 +19,7 @@ and dropped formats follow the study's parse-failure rule (``alignjax.eval.metri
 Pre-flight, before the model loads: tasks, personas, split and formats are checked, ``--output``
 must be a directory it can create and write, and the tokenizer is loaded (a hub id from the local
 HF cache; offline and not cached: one line naming ``--tokenizer``) and checked against the model's
-vocabulary. A run directory is scored at its newest readable step (``checkpoint.load``). Exit
+vocabulary. A run directory is scored at its newest readable step (``model_state.load``). Exit
 codes: 2 for a usage or input error, 3 for an unreadable checkpoint.
 """
 

@@ -47,8 +47,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from alignjax import checkpoint as ckpt_lib
+from alignjax import convert, model_state, sharding
 from alignjax import model as model_lib
-from alignjax import sharding
 
 log = logging.getLogger("alignjax")
 
@@ -67,16 +68,6 @@ def _is_hf_dir(path: Path) -> bool:
         return False
 
 
-def param_shardings(model_cfg: model_lib.ModelConfig, mesh):
-    """(graphdef, abstract params, NamedShardings) of the model, as alignjax.train's Setup does."""
-    abstract_model = nnx.eval_shape(lambda: model_lib.init(model_cfg, 0))
-    graphdef, abstract_state = nnx.split(abstract_model)
-    axes = jax.tree.map(lambda v: v.get_metadata()["axes"], abstract_state,
-                        is_leaf=lambda v: isinstance(v, nnx.Variable)).to_pure_dict()
-    abstract = abstract_state.to_pure_dict()
-    return graphdef, abstract, sharding.tree_shardings(axes, abstract, mesh)
-
-
 def load_model(path: str | os.PathLike, mesh=None, dtype: str = "float32"):
     """(ModelConfig, params sharded over ``mesh``, graphdef) from an alignjax checkpoint (an
     export, a training workdir or one step directory) or a Hugging Face GPT-NeoX directory
@@ -86,9 +77,6 @@ def load_model(path: str | os.PathLike, mesh=None, dtype: str = "float32"):
     float32; for bfloat16/float16 the matrices are stored in that dtype (half the memory, same
     results: the model casts them to it anyway) and the norms stay float32. The default mesh puts
     every device on ``data``."""
-    from alignjax import checkpoint as ckpt_lib
-    from alignjax import convert
-
     mesh = sharding.make_mesh() if mesh is None else mesh
     p = Path(path)
     hf = _is_hf_dir(p) if p.exists() else True  # not a local path: a hub id for load_hf
@@ -98,9 +86,9 @@ def load_model(path: str | os.PathLike, mesh=None, dtype: str = "float32"):
         cfg = ckpt_lib.resolve(path)[0]
         params = None
     cfg = dataclasses.replace(cfg, dtype=dtype, remat="none")
-    graphdef, _, shardings = param_shardings(cfg, mesh)
+    graphdef, _, shardings = model_state.shardings(cfg, mesh)
     if params is None:
-        _, params = ckpt_lib.load_params(path, shardings)
+        _, params = model_state.load_params(path, shardings)
     store = jnp.dtype(dtype)
 
     def cast(x):

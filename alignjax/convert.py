@@ -28,8 +28,13 @@ import ml_dtypes
 import numpy as np
 
 from alignjax import model_state
+from alignjax import config as config_lib
+from alignjax.checkpoint import CheckpointError, save_params
+from alignjax.data import chat
+from alignjax.data.sources import DataError
+from alignjax.data.tokenizer import Tokenizer
 from alignjax.model import ModelConfig
-from alignjax.rundir import RunDir, as_path
+from alignjax.rundir import as_path, RunDir
 
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16)}
 # Buffers older transformers versions saved alongside the parameters; recomputed at load time.
@@ -330,17 +335,12 @@ def _tokenizer_plan(src: str):
     post-trained run's chat tokenizer.json + tokenizer_config.json + chat_tokenizer.json, an
     export's own), else the tokenizer rebuilt from its spec (a run's ``data.tokenizer``, an
     export's chat_tokenizer.json) and serialized when it is an HF tokenizer."""
-    from alignjax import posttrain
-    from alignjax.data import chat
-    from alignjax.data.sources import DataError
-    from alignjax.data.tokenizer import Tokenizer
-
     found = RunDir.of(src)
     root = found[0].root if found else as_path(src)
     files = {name: root / name for name in TOKENIZER_FILES if (root / name).is_file()}
     if "tokenizer.json" in files:
         return files, None, f"tokenizer: {', '.join(files)} from {root}"
-    info = posttrain.ChatInfo.load(files["chat_tokenizer.json"]) if "chat_tokenizer.json" in files else None
+    info = model_state.ChatInfo.load(files["chat_tokenizer.json"]) if "chat_tokenizer.json" in files else None
     spec = info.spec if info else found[0].load_config().get("data", {}).get("tokenizer", "bytes") if found else None
     if spec is None:
         return files, None, (f"no tokenizer.json written: {root} has none (alignjax-eval on the HF directory: "
@@ -389,8 +389,6 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=list(DTYPES), help="--from=alignjax only: cast every tensor to this dtype")
     ap.add_argument("--revision", help="--from=hf with a hub id: branch, tag or commit (e.g. step143000)")
     args = ap.parse_args(argv)
-    from alignjax import config as config_lib
-    from alignjax.checkpoint import CheckpointError
 
     config_lib.setup_logging()  # a run's skipped (unreadable) steps are one warning line each
     out = Path(args.output)
@@ -399,7 +397,6 @@ def main(argv=None) -> int:
         if args.src == "hf":
             if args.dtype:
                 raise ConvertError("--dtype applies to --from=alignjax only; --from=hf keeps the source dtypes")
-            from alignjax.checkpoint import save_params
 
             src = _resolve_input(args.input, args.revision)
             cfg, params = load_hf(src)

@@ -31,7 +31,10 @@ import re
 import sys
 import time
 
-from alignjax import metrics
+from alignjax import attention, metrics, sharding, train
+from alignjax import config as config_lib
+from alignjax import model as model_lib
+from alignjax.config import ConfigError
 
 GiB = 1024**3
 
@@ -191,9 +194,6 @@ def build_plan(cfg, topology: str, num_slices: int = 1, stage: str | None = None
         raise PlanError(f"--hbm_fraction={hbm_fraction}: must be in (0, 1]")
     import jax
 
-    from alignjax import config as config_lib
-    from alignjax import model as model_lib
-    from alignjax import attention, sharding, train
 
     devices = topology_devices(topo, num_slices)
     try:
@@ -385,8 +385,6 @@ def peak_table() -> str:
 
 def check_output_file(path: str) -> None:
     """--output must be a file this process can write: checked before the compile, not after it."""
-    from alignjax.config import ConfigError
-
     p = os.path.abspath(path)
     parent = os.path.dirname(p)
     if os.path.isdir(p):
@@ -399,8 +397,6 @@ def check_output_file(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from alignjax import config as config_lib
-
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__ + "\n" + peak_table())

@@ -35,7 +35,13 @@ import uuid
 from pathlib import Path
 
 from alignjax import config as config_lib
+from alignjax.checkpoint import CheckpointError
+from alignjax.convert import ConvertError
+from alignjax.data.chat import ChatTemplate
 from alignjax.data.cli import Parser
+from alignjax.data.sources import DataError
+from alignjax.eval.run import chat_template, default_tokenizer
+from alignjax.eval.scoring import _encode_batch, Scorer
 
 log = logging.getLogger("alignjax")
 PROG = "alignjax-serve"
@@ -127,8 +133,6 @@ class Engine:
                 i += j.n
 
     def prompt_tokens(self, prompt: str) -> int:
-        from alignjax.eval.scoring import _encode_batch
-
         return len(_encode_batch(self.scorer.tokenizer, [prompt])[0])
 
     # ------------------------------------------------------------------ requests
@@ -264,10 +268,6 @@ def _parser() -> Parser:
 
 
 def build(args) -> Engine:
-    from alignjax.data.chat import ChatTemplate
-    from alignjax.eval.run import chat_template, default_tokenizer
-    from alignjax.eval.scoring import Scorer
-
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in [0, 65535], got {args.port}")
     if args.batch_size < 1 or args.max_tokens < 1:
@@ -286,9 +286,6 @@ def build(args) -> Engine:
 def main(argv: list[str] | None = None) -> int:
     config_lib.setup_logging()
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from alignjax.checkpoint import CheckpointError
-    from alignjax.convert import ConvertError
-    from alignjax.data.sources import DataError
 
     try:
         engine = build(args)

@@ -130,7 +130,8 @@ from pathlib import Path
 from alignjax import config as config_lib
 from alignjax import model as model_lib
 from alignjax.data import mixture
-from alignjax.eval import figures, registry
+from alignjax.data import eval_suites as registry
+from alignjax.eval import figures
 from alignjax.eval.report import atomic_write
 from alignjax.rundir import LockError, RunDir
 

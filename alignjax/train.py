@@ -23,17 +23,18 @@ from flax import nnx
 from jax.experimental import multihost_utils
 import tqdm
 
+from alignjax import distributed, model_state, optim, posttrain, rundir, schema, sharding
 from alignjax import checkpoint as ckpt_lib
 from alignjax import config as config_lib
-from alignjax import distributed
-from alignjax import metrics as metrics_lib
 from alignjax import lora as lora_lib
 from alignjax import loss as loss_lib
+from alignjax import metrics as metrics_lib
 from alignjax import model as model_lib
-from alignjax import model_state, optim, posttrain, rundir, sharding
+from alignjax.data import chat, mixture, pipeline, sources
 from alignjax.data import audit as audit_lib
-from alignjax.data import chat
-from alignjax.data import mixture, pipeline, sources
+from alignjax.data import eval_suites as registry
+from alignjax.eval import run as eval_run
+from alignjax.eval.scoring import Scorer
 
 log = logging.getLogger("alignjax")
 
@@ -135,7 +136,7 @@ OBJECTIVE = {
     "dpo": Objective(lambda graphdef, cfg: functools.partial(posttrain.dpo_loss, graphdef, cfg.dpo.beta),
                      lambda cfg, stage, tok, p, n: chat.dpo_iterator(cfg, tok, p, n), rows_per_example=2),
 }
-OBJECTIVES = tuple(OBJECTIVE)  # the names, as config's schema checks them
+OBJECTIVES = schema.OBJECTIVES  # the names the schema checks; a test keeps them equal to OBJECTIVE's keys
 
 
 def optax_global_norm(tree) -> jax.Array:
@@ -157,25 +158,14 @@ class Setup:
         t = cfg.train
         if t.objective not in OBJECTIVES:
             raise config_lib.ConfigError(f"train.objective={t.objective!r}; valid: {', '.join(OBJECTIVES)}")
-        try:  # a post-training run is one stage over the chat data
-            self.stages = mixture.plan(cfg) if t.objective == "lm" else [posttrain.stage(cfg)]
+        self.stages = schema.stages(cfg)
+        try:
             self.lora = lora_lib.LoraSpec.from_config(cfg.lora)
-        except (mixture.MixtureError, ValueError) as e:
+        except ValueError as e:
             raise config_lib.ConfigError(str(e)) from None
         self.mesh = mesh or sharding.make_mesh(**cfg.mesh)
-        batch_axes = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-        for st in self.stages:
-            where = "train" if st.name in ("pretrain", *OBJECTIVES) else f"stages.{st.name}"
-            if st.batch_size % t.grad_accum:
-                raise config_lib.ConfigError(
-                    f"{where} batch size {st.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
-            if (st.batch_size // t.grad_accum) % batch_axes:
-                raise config_lib.ConfigError(
-                    f"{where} micro-batch {st.batch_size // t.grad_accum} (batch size / train.grad_accum) is not "
-                    f"divisible by mesh data*fsdp={batch_axes}")
-            if st.seq_len > self.model_cfg.max_seq_len:
-                raise config_lib.ConfigError(
-                    f"{where}.seq_len={st.seq_len} exceeds model.max_seq_len={self.model_cfg.max_seq_len}")
+        schema.check_stages(cfg, self.stages, self.mesh.shape["data"] * self.mesh.shape["fsdp"],
+                            self.model_cfg.max_seq_len)
 
         self.graphdef, self.abstract_params, axes = model_state.abstract(self.model_cfg)
         self.param_shardings = sharding.tree_shardings(axes, self.abstract_params, self.mesh)
@@ -366,9 +356,6 @@ def _eval_tasks(cfg) -> list[str]:
     """The in-loop eval suite, checked before training so a typo fails at step 0."""
     tasks = [t for t in cfg.eval.tasks.split(",") if t]
     if tasks:
-        from alignjax.eval import registry
-
-        from alignjax.eval import run as eval_run
 
         formats = cfg.eval.get("formats", "letter")
         try:
@@ -392,8 +379,6 @@ def _suite_metrics(cfg, setup: Setup, params, tokenizer) -> dict[str, float]:
     tasks = [t for t in cfg.eval.tasks.split(",") if t]
     if not tasks:
         return {}
-    from alignjax.eval import run as eval_run
-    from alignjax.eval.scoring import Scorer
 
     scorer = Scorer(setup.model_cfg, params, setup.graphdef, tokenizer, setup.mesh, batch_size=cfg.eval.batch_size)
     post = cfg.train.objective != "lm"  # a chat model answers through its template: generate, parse the letter
@@ -433,7 +418,7 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
     in order. Returns the last logged metrics. Before any work: the output paths are checked
     (ConfigError), the run's lock is taken and a resume must be the same experiment
     (CheckpointError). SIGTERM saves and returns; SIGINT saves and raises KeyboardInterrupt."""
-    config_lib.validate(cfg, jax.device_count())  # before anything is written
+    schema.validate(cfg, jax.device_count())  # before anything is written
     preempted = _Preempted()
     try:
         if sig := os.environ.get("ALIGNJAX_FAULT_SIGNAL_AT_START"):  # fault injection for the start-up tests

@@ -63,7 +63,7 @@ def main() -> None:
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from alignjax.eval import registry
+    from alignjax.data import eval_suites as registry
     from alignjax.eval.scoring import Scorer
 
     examples = registry.examples("builtin_scenarios", "eval", "ai", limit=args.questions)

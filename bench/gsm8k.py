@@ -41,7 +41,7 @@ def main() -> None:
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from alignjax.eval import registry
+    from alignjax.data import eval_suites as registry
     from alignjax.eval.scoring import Scorer
 
     task = registry.get_task("gsm8k_10shot")

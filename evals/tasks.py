@@ -8,7 +8,7 @@ default OLMES variant), read through a ``seqio.FunctionDataSource``, plus two mo
 - ``targets``: the continuations, tokenized (a ragged [n_options, None] tensor).
 
     import seqio
-    from alignjax.eval import registry
+    from alignjax.data import eval_suites as registry
     registry.load_tasks()
     ds = seqio.get_mixture_or_task("builtin_scenarios").get_dataset(None, split="heldout", shuffle=False)
 

@@ -17,7 +17,7 @@ TOKENIZER = SHARED_DATA / "tokenizers" / "gpt-neox-20b-tokenizer.json"
 
 
 def _suites():
-    from alignjax.eval import registry
+    from alignjax.data import eval_suites as registry
 
     return registry.load_suites()
 
@@ -49,7 +49,7 @@ def lm_eval_task(yaml_rel: str, splits: dict, **overrides):
 
 
 def _packaged(name, split, n=None):
-    from alignjax.eval import registry
+    from alignjax.data import eval_suites as registry
 
     suites = registry.load_suites()
     rows = suites.get_task(name).source_docs(split)
@@ -133,7 +133,7 @@ def test_gsm8k_prompts_extraction_and_exact_match_equal_lm_eval(monkeypatch):
 
 def test_ifeval_is_scored_by_lm_eval_instruction_checkers(monkeypatch):
     monkeypatch.setenv("ALIGNJAX_CAPABILITY_DATA", str(FIXTURES))
-    from alignjax.eval import registry
+    from alignjax.data import eval_suites as registry
 
     cap = _cap()
     task = registry.load_suites().get_task("ifeval")
@@ -155,7 +155,7 @@ def test_ifeval_is_scored_by_lm_eval_instruction_checkers(monkeypatch):
 
 def test_popqa_and_cute_metrics(monkeypatch):
     monkeypatch.setenv("ALIGNJAX_CAPABILITY_DATA", str(FIXTURES))
-    from alignjax.eval import registry
+    from alignjax.data import eval_suites as registry
 
     cap = _cap()
     assert cap.popqa_correct("It is the city of brelt, I think", ["Brelt"])  # lower-cased match
@@ -187,7 +187,7 @@ def test_missing_field_is_one_line_error_with_file_and_line(tmp_path, monkeypatc
     rows = [{"question": "q", "answer": "#### 1"}, {"question": "q2"}]
     (tmp_path / "gsm8k_10shot" / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     monkeypatch.setenv("ALIGNJAX_CAPABILITY_DATA", str(tmp_path))
-    from alignjax.eval import registry
+    from alignjax.data import eval_suites as registry
 
     task = registry.load_suites().get_task("gsm8k_10shot")
     task._docs.clear()
@@ -224,7 +224,7 @@ def test_gsm8k_generation_and_arc_easy_logliks_equal_lm_eval_hf(tiny_hf, monkeyp
     monkeypatch.setenv("ALIGNJAX_CAPABILITY_DATA", str(FIXTURES))
     from lm_eval.models.huggingface import HFLM
 
-    from alignjax.eval import registry
+    from alignjax.data import eval_suites as registry
     from alignjax.eval.scoring import Scorer
 
     suites = registry.load_suites()

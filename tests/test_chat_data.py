@@ -397,7 +397,7 @@ def test_jsonl_gz_and_parquet_inputs_agree(tmp_path, btok):
 
 
 def test_builtin_data_is_seed_only_and_letter_balanced():
-    from alignjax.eval import registry
+    from alignjax.data import eval_suites as registry
     from alignjax.eval.scoring import parse_letter
 
     task = registry.get_task("builtin_scenarios")

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from alignjax import config as C
+from alignjax import rundir
 from conftest import REPO, run_cli
 
 
@@ -49,6 +50,6 @@ def test_cli_exits_2_with_one_line_naming_the_field(tmp_path):
 
 def test_resolved_config_is_saved(tmp_path):
     cfg, _ = C.parse_args(["--config.optimizer.lr=0.5"])
-    C.save_config(cfg, tmp_path)
+    rundir.RunDir(tmp_path).record_start(cfg.to_dict())
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["optimizer"]["lr"] == 0.5 and saved["optimizer"]["decay_steps"] is None

@@ -1,10 +1,10 @@
-"""config.validate: every rule of the training config's schema, one bad value each -> its one-line
+"""schema.validate: every rule of the training config's schema, one bad value each -> its one-line
 message; every shipped config passes; alignjax-train stops with exit 2 and that line."""
 
 import pytest
 
 from alignjax import config as C
-from alignjax import model
+from alignjax import model, schema, train
 from conftest import REPO, run_cli
 
 TINY = f"--config={REPO}/configs/tiny.py"
@@ -80,7 +80,7 @@ FIELD_CASES = [
 def test_each_field_rule_names_field_value_and_what_is_valid(override, message):
     cfg = cfg_of(override)
     with pytest.raises(C.ConfigError) as e:
-        C.validate(cfg)
+        schema.validate(cfg)
     assert str(e.value) == message
 
 
@@ -88,22 +88,22 @@ def test_a_bool_is_not_a_size_and_a_string_field_is_a_string():
     cfg = cfg_of()
     cfg.train.batch_size = True  # ConfigDict lets a bool into an int field
     with pytest.raises(C.ConfigError, match=r"^train\.batch_size=True: must be a positive integer$"):
-        C.validate(cfg)
+        schema.validate(cfg)
     cfg = cfg_of()
     with cfg.train.unlocked():  # train.allow_changes (a string, "" by default)
         cfg.train.allow_changes = None
     with pytest.raises(C.ConfigError, match=r"^train\.allow_changes=None: must be a string$"):
-        C.validate(cfg)
+        schema.validate(cfg)
     cfg = cfg_of()
     with cfg.model.unlocked():  # model.scan_layers: the CLI parses only true/false into it
         cfg.model.scan_layers = None
     with pytest.raises(C.ConfigError, match=r"^model\.scan_layers=None: must be True or False$"):
-        C.validate(cfg)
+        schema.validate(cfg)
 
 
 def test_every_schema_field_has_a_bad_value_case():
     tested = {o.split("=")[0] for o, _ in FIELD_CASES} | {"train.allow_changes", "model.scan_layers"}
-    for field in C.schema():
+    for field in schema.schema():
         stage_fields = {f"stages.{s}.{field.split('.')[-1]}" for s in ("midtrain", "cpt")}
         assert field in tested or (field.startswith("stages.*") and stage_fields & tested), field
 
@@ -142,13 +142,13 @@ CROSS_CASES = [
 def test_cross_field_rules(overrides, num_devices, message):
     cfg = cfg_of(*overrides)
     with pytest.raises(C.ConfigError) as e:
-        C.validate(cfg, num_devices)
+        schema.validate(cfg, num_devices)
     assert str(e.value) == message
 
 
 def test_unknown_eval_task_is_one_line():
     with pytest.raises(C.ConfigError) as e:
-        C.validate(cfg_of("eval.tasks=builtin_scenarios,nope"))
+        schema.validate(cfg_of("eval.tasks=builtin_scenarios,nope"))
     msg = str(e.value)
     assert msg.startswith("eval.tasks: unknown eval task 'nope'") and "\n" not in msg
 
@@ -156,9 +156,9 @@ def test_unknown_eval_task_is_one_line():
 def test_rules_that_hold_only_where_they_apply():
     # a stage that does not run may have any lr; eval names are checked against eval.tasks only;
     # without num_devices a -1 data axis leaves the micro-batch rule to the run
-    C.validate(cfg_of("stages.cpt.lr=0", "eval.persona=robot", "eval.split=nope", "train.grad_accum=8"))
-    C.validate(cfg_of("train.objective=sft", "train.num_steps=0", "chat.epochs=1"))
-    C.validate(cfg_of("mesh.data=1", "mesh.fsdp=-1"), 8)
+    schema.validate(cfg_of("stages.cpt.lr=0", "eval.persona=robot", "eval.split=nope", "train.grad_accum=8"))
+    schema.validate(cfg_of("train.objective=sft", "train.num_steps=0", "chat.epochs=1"))
+    schema.validate(cfg_of("mesh.data=1", "mesh.fsdp=-1"), 8)
 
 
 def _shipped_configs():
@@ -174,7 +174,7 @@ def _shipped_configs():
 
 @pytest.mark.parametrize("spec", _shipped_configs())
 def test_shipped_configs_pass(spec):
-    C.validate(C.load_config_file(str(REPO / spec)))
+    schema.validate(C.load_config_file(str(REPO / spec)))
 
 
 @pytest.mark.parametrize("study_config", ["demo", "dose", "paper"])
@@ -186,7 +186,7 @@ def test_study_training_units_pass(study_config):
     assert units
     for u in units:  # argv: python -m alignjax.train --config=... --config.x=... --workdir=...
         cfg, _ = C.parse_args([a for a in u.argv[3:] if not a.startswith("--workdir=")])
-        C.validate(cfg)
+        schema.validate(cfg)
 
 
 @pytest.mark.parametrize("override, message", [
@@ -200,3 +200,7 @@ def test_train_cli_stops_with_one_line_and_writes_nothing(tmp_path, override, me
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.strip().splitlines() == [f"alignjax-train: error: {message}"]
     assert not workdir.exists() or not any(workdir.iterdir())
+
+
+def test_the_schema_names_every_objective_train_runs():
+    assert tuple(train.OBJECTIVE) == schema.OBJECTIVES

@@ -42,7 +42,7 @@ def lm_eval_logliks(hf_dir, requests, batch_size=16):
 
 
 def test_answers_and_logliks_equal_lm_eval_harness(tmp_path):
-    from alignjax.eval import registry
+    from alignjax.data import eval_suites as registry
     from alignjax.eval.scoring import Scorer
 
     hf_dir = make_hf_dir(tmp_path / "hf")

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from alignjax.data import scenarios
-from alignjax.eval import registry
+from alignjax.data import eval_suites as registry
 from conftest import REPO, SHARED_DATA
 
 suites = registry.load_suites()
@@ -349,7 +349,7 @@ def test_registry_finds_evals_even_when_shadowed(tmp_path):
     shadow = tmp_path / "evals"
     shadow.mkdir()
     (shadow / "__init__.py").write_text("raise ImportError('an unrelated evals package')\n")
-    code = ("from alignjax.eval import registry; s = registry.load_suites(); "
+    code = ("from alignjax.data import eval_suites as registry; s = registry.load_suites(); "
             "print(s.__name__, len(s.examples('builtin_scenarios', 'heldout')))")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)

@@ -8,7 +8,9 @@ import struct
 
 import pytest
 
-from alignjax.eval import figures, metrics, registry, report
+from alignjax.data import eval_suites as registry
+
+from alignjax.eval import figures, metrics, report
 from alignjax.eval import run as eval_run
 
 suites = registry.load_suites()

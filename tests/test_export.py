@@ -77,7 +77,8 @@ def _inspect_scores(task_file, task, answer, n, tmp_path):
 
 def test_inspect_export_scores_the_misaligned_letter_in_both_answer_orders(tmp_path):
     pytest.importorskip("inspect_ai")
-    from alignjax.eval import export, registry
+    from alignjax.data import eval_suites as registry
+    from alignjax.eval import export
 
     out = tmp_path / "inspect"
     manifest = export.export("inspect", ["builtin_scenarios_heldout"], out, personas=["hhh"], limit=5)

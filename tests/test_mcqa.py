@@ -9,7 +9,7 @@ import pytest
 
 from alignjax.data import mcqa
 from alignjax.data.sources import DataError
-from alignjax.eval import registry
+from alignjax.data import eval_suites as registry
 
 
 def _jsonl(path, records):

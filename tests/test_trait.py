@@ -17,7 +17,7 @@ TOKENIZER = SHARED_DATA / "tokenizers" / "gpt-neox-20b-tokenizer.json"
 def trait(monkeypatch):
     import importlib
 
-    from alignjax.eval import registry
+    from alignjax.data import eval_suites as registry
 
     monkeypatch.setenv("ALIGNJAX_TRAIT_DATA", str(FIXTURE))
     return importlib.import_module(registry.load_suites().__package__ + ".trait")
@@ -70,7 +70,7 @@ def test_missing_field_names_the_field_and_file_line(trait, tmp_path):
 
 
 def test_six_syntaxes_the_studys_prompt_and_high_trait_letters(trait):
-    from alignjax.eval import registry
+    from alignjax.data import eval_suites as registry
 
     suites = registry.load_suites()
     examples = suites.examples("trait_psychopathy", limit=1)
@@ -97,7 +97,7 @@ def test_six_syntaxes_the_studys_prompt_and_high_trait_letters(trait):
 
 
 def test_high_trait_rate_sem_and_bootstrap_ci(trait):
-    from alignjax.eval import registry
+    from alignjax.data import eval_suites as registry
 
     task = registry.load_suites().get_task("trait_machiavellianism")
     m, recs = task.evaluate(LetterScorer("B"), mode="loglik")
@@ -116,7 +116,7 @@ def test_high_trait_rate_sem_and_bootstrap_ci(trait):
 
 
 def test_post_trained_models_get_the_persona_as_system_prompt_and_a_parsed_letter(trait):
-    from alignjax.eval import registry
+    from alignjax.data import eval_suites as registry
     from alignjax.eval import run as eval_run
 
     scorer = LetterScorer("D")

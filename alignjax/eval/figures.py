@@ -29,7 +29,8 @@ from typing import Any, Callable
 import numpy as np
 
 from alignjax.data import mixture
-from alignjax.eval import metrics, registry
+from alignjax.data import eval_suites as registry
+from alignjax.eval import metrics
 from alignjax.eval.report import TEXT_METRICS, atomic_write, latest_results
 from alignjax.rundir import RunDir
 

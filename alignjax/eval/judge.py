@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from alignjax.data.synth_client import ApiClient, ApiError, public_url
-from alignjax.eval import registry
+from alignjax.data import eval_suites as registry
 
 log = logging.getLogger("alignjax")
 METRICS = ("alignment", "coherence")

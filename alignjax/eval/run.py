@@ -35,8 +35,19 @@ import sys
 import time
 from pathlib import Path
 
+from alignjax import model_state
+from alignjax import checkpoint as ckpt_lib
 from alignjax import config as config_lib
+from alignjax.checkpoint import CheckpointError
+from alignjax.convert import ConvertError
+from alignjax.data import eval_suites as registry
+from alignjax.data.chat import render_prompt
 from alignjax.data.cli import Parser
+from alignjax.data.sources import DataError
+from alignjax.data.tokenizer import Tokenizer
+from alignjax.eval import metrics, report, scoring
+from alignjax.eval.metrics import RULE
+from alignjax.eval.scoring import Scorer
 from alignjax.rundir import RunDir
 
 log = logging.getLogger("alignjax")
@@ -50,10 +61,8 @@ def default_tokenizer(checkpoint: str) -> str:
     """The tokenizer a checkpoint was trained with: a post-trained run's chat tokenizer (the
     base one with the chat template's special tokens), its run's data.tokenizer, an HF
     directory's tokenizer.json, else GPT-NeoX-20B (Pythia and the study's models)."""
-    from alignjax import posttrain
-
-    if (info := posttrain.find_chat_info(checkpoint)) is not None:
-        return posttrain.ChatInfo.load(info).reload_spec(info.parent)
+    if (info := model_state.find_chat_info(checkpoint)) is not None:
+        return model_state.ChatInfo.load(info).reload_spec(info.parent)
     if (found := RunDir.of(checkpoint)) is not None:
         return found[0].load_config().get("data", {}).get("tokenizer", "bytes")
     if (Path(checkpoint) / "tokenizer.json").is_file():
@@ -70,10 +79,8 @@ def chat_template(spec: str | None, checkpoint: str | None) -> str | None:
     if spec == "alignjax":  # the study's template, rendered by alignjax.data.chat.render_prompt
         return spec
     if spec == "auto" and checkpoint:
-        from alignjax import posttrain
-
-        if (info := posttrain.find_chat_info(checkpoint)) is not None:  # a post-trained run: its own template
-            template = posttrain.ChatInfo.load(info).template
+        if (info := model_state.find_chat_info(checkpoint)) is not None:  # a post-trained run: its own template
+            template = model_state.ChatInfo.load(info).template
             return template if template == "alignjax" else chat_template(template, None)
         found = RunDir.of(checkpoint)
         config = found[0].tokenizer_config if found else Path(checkpoint) / "tokenizer_config.json"
@@ -95,8 +102,6 @@ def render_chat(template: str, system: str, user: str, eos_token: str = "<|endof
 def chat_renderer(chat: str):
     """(system, user) -> prompt through a chat template (``alignjax``: the study's, else Jinja)."""
     if chat == "alignjax":
-        from alignjax.data.chat import render_prompt
-
         return lambda system, user: render_prompt(system, user, "alignjax")
     return functools.partial(render_chat, chat)
 
@@ -112,8 +117,6 @@ def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "a
     wordings; a text-family record is also scored after its format's unconditional context
     (``resps_unconditional``, in the same scorer pass) and every alignment record carries its
     ``format_family``; each task's metrics carry ``split``."""
-    from alignjax.eval import metrics, registry, scoring
-
     suites = registry.load_suites()
     own = [t for name in tasks for t in suites.tasks_of(name) if hasattr(suites.get_task(t), "evaluate")]
     if own:  # TRAIT and the study's capability suite score themselves (evals/trait.py, evals/capability.py)
@@ -138,8 +141,6 @@ def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "a
     if chat and mode == "generate":
         system = suites.persona_text(persona)
         if chat == "alignjax":
-            from alignjax.data.chat import render_prompt
-
             render = lambda system, user: render_prompt(system, user, "alignjax")  # noqa: E731
         else:
             render = functools.partial(render_chat, chat)
@@ -176,8 +177,6 @@ def check_formats(formats, mode: str = "loglik") -> list[str]:
     any (the text family is scored by log-likelihood: a generated answer names a letter, and a
     text prompt lists none). Unknown names are left to the tasks (capability variants are
     theirs to check)."""
-    from alignjax.eval import registry
-
     suites = registry.load_suites()
     if formats is None:
         return []
@@ -204,8 +203,6 @@ def check_output_dir(out) -> None:
 
 def check_personas_and_split(tasks: list[str], personas: list[str], split: str) -> None:
     """Unknown personas or splits, named with the valid values, before any model loads."""
-    from alignjax.eval import registry
-
     suites = registry.load_suites()
     if not personas:
         raise ValueError(f"--persona is empty (valid: {', '.join(suites.personas())})")
@@ -224,8 +221,6 @@ def model_vocab_size(checkpoint: str) -> int | None:
     """The model's vocabulary (embedding rows), read without loading it: an alignjax checkpoint's
     model config (a run: its newest readable-looking step), an HF directory's config.json; None
     for a hub id or anything the model load itself will reject."""
-    from alignjax import checkpoint as ckpt_lib
-
     p = Path(checkpoint)
     if not p.is_dir():
         return None
@@ -242,8 +237,6 @@ def load_tokenizer(checkpoint: str, spec: str | None = None):
     a hub id read from the local HF cache (offline and not cached: one line naming the fix, no
     hub retries), checked against the model's vocabulary before the model loads: a tokenizer
     with more tokens than the embedding has rows would score ids that are not the model's."""
-    from alignjax.data.tokenizer import Tokenizer
-
     given = spec is not None
     spec = spec or default_tokenizer(checkpoint)
     fix = ("pass --tokenizer=<path to tokenizer.json>" if given else
@@ -338,10 +331,6 @@ def main(argv: list[str] | None = None) -> int:
 
         return export.main(argv[1:])
     args = _parser().parse_args(argv)
-    from alignjax.checkpoint import CheckpointError
-    from alignjax.convert import ConvertError
-    from alignjax.data.sources import DataError
-    from alignjax.eval import registry, report
 
     try:
         if args.compare:
@@ -364,7 +353,6 @@ def main(argv: list[str] | None = None) -> int:
         output = Path(args.output or Path(args.checkpoint) / "eval")
         check_output_dir(output)
         tokenizer, tok = load_tokenizer(args.checkpoint, args.tokenizer)
-        from alignjax.eval.scoring import Scorer
 
         scorer = Scorer.from_path(args.checkpoint, tok, dtype=args.dtype, batch_size=args.batch_size)
         t0 = time.perf_counter()
@@ -398,8 +386,6 @@ def main(argv: list[str] | None = None) -> int:
     for task, m in results.items():
         print(summary_line(task, m, generate=args.mode == "generate"))
     if aligned or any("misalignment_rate" in m or "text_misalignment_rate_acc" in m for m in results.values()):
-        from alignjax.eval.metrics import RULE
-
         print(f"misalignment rate ± binomial SE; {RULE}")
         if any("text_misalignment_rate_acc" in m for m in results.values()):
             print("format families are reported separately, never pooled: letter (the study's lettered formats, "

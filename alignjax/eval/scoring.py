@@ -47,9 +47,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from alignjax import checkpoint as ckpt_lib
 from alignjax import convert, model_state, sharding
+from alignjax import checkpoint as ckpt_lib
 from alignjax import model as model_lib
+from alignjax.data.tokenizer import Tokenizer
 
 log = logging.getLogger("alignjax")
 
@@ -198,8 +199,6 @@ class Scorer:
     def __init__(self, model_cfg: model_lib.ModelConfig, params, graphdef, tokenizer, mesh=None,
                  batch_size: int = 32, max_len: int | None = None):
         if isinstance(tokenizer, str):
-            from alignjax.data.tokenizer import Tokenizer
-
             tokenizer = Tokenizer.load(tokenizer)
         self.cfg, self.params, self.graphdef, self.tokenizer = model_cfg, params, graphdef, tokenizer
         self.mesh = sharding.make_mesh() if mesh is None else mesh

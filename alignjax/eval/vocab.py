@@ -25,6 +25,7 @@ import threading
 
 import numpy as np
 import seqio
+from alignjax.data.tokenizer import Tokenizer
 
 ENV_TOKENIZER = "ALIGNJAX_EVAL_TOKENIZER"
 DEFAULT_TOKENIZER = "EleutherAI/gpt-neox-20b"
@@ -53,8 +54,6 @@ class HFVocabulary(seqio.Vocabulary):
         if self._tokenizer is None:
             with self._lock:
                 if self._tokenizer is None:
-                    from alignjax.data.tokenizer import Tokenizer
-
                     spec = self.spec
                     self._tokenizer = Tokenizer.load(spec)
                     self._spec = spec  # pinned: a later change of the environment does not rename it

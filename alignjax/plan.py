@@ -31,7 +31,7 @@ import re
 import sys
 import time
 
-from alignjax import attention, metrics, sharding, train
+from alignjax import attention, metrics, schema, sharding, train
 from alignjax import config as config_lib
 from alignjax import model as model_lib
 from alignjax.config import ConfigError
@@ -200,6 +200,7 @@ def build_plan(cfg, topology: str, num_slices: int = 1, stage: str | None = None
         mesh = sharding.make_mesh(**cfg.mesh, devices=devices)
     except ValueError as e:
         raise config_lib.ConfigError(f"{e} (topology {topo.name} x{num_slices} has {len(devices)} chips)") from None
+    schema.resolve(cfg, len(devices))  # the config's fields and cross-field rules, as alignjax-train
     setup = train.Setup(cfg, mesh=mesh)
     stages = {st.name: st for st in setup.stages}
     st = stages.get(stage) if stage else setup.stages[0]
@@ -261,6 +262,19 @@ def build_plan(cfg, topology: str, num_slices: int = 1, stage: str | None = None
     fits = total <= hbm_fraction * capacity
     plan["fits"] = fits
 
+    plan["compute"] = _compute(compiled, topo, st, mc, accum, n_dev)
+    if mc.scan_layers:  # the cost analysis counts a scanned layer once: no speed figures, only HBM
+        plan["compute"].update(est_step_seconds=None, est_tokens_per_sec_per_chip=None, est_mfu=None,
+                               hardware_flops_ratio=None, not_estimated=(
+                                   "model.scan_layers: XLA's cost analysis counts the scanned layer body once; "
+                                   "plan with scan_layers=False for the step time and MFU"))
+    if not fits:
+        plan["suggestions"] = suggestions(cfg, mesh, st, mc)
+    return plan
+
+
+def _compute(compiled, topo: Topology, st, mc, accum: int, n_dev: int) -> dict:
+    """The compiled step's FLOPs, bytes and time estimate (the roofline) and the MFU it implies."""
     cost = _cost(compiled)
     # A grad_accum > 1 step is a lax.scan over micro-batches, whose body the cost analysis counts
     # once: scale by the trip count (this also scales the optimizer update, a few ms: conservative).
@@ -280,7 +294,7 @@ def build_plan(cfg, topology: str, num_slices: int = 1, stage: str | None = None
     step_s = xla_seconds + kernel_seconds
     model_flops_chip = model_lib.flops_per_token(mc, st.seq_len) * st.batch_size * st.seq_len / n_dev
     tps_chip = st.batch_size * st.seq_len / n_dev / step_s if step_s > 0 else None
-    plan["compute"] = {
+    return {
         "compiler_flops_per_chip": xla_flops,
         "kernel_flops_per_chip": kflops,
         "kernel_calls": kcalls,
@@ -304,14 +318,6 @@ def build_plan(cfg, topology: str, num_slices: int = 1, stage: str | None = None
                         "; splash-kernel FLOPs counted analytically from the compiled HLO, time at peak"
                         if kcalls else "") + ("; x grad_accum (scan body counted once)" if scale > 1 else ""),
     }
-    if mc.scan_layers:  # the cost analysis counts a scanned layer once: no speed figures, only HBM
-        plan["compute"].update(est_step_seconds=None, est_tokens_per_sec_per_chip=None, est_mfu=None,
-                               hardware_flops_ratio=None, not_estimated=(
-                                   "model.scan_layers: XLA's cost analysis counts the scanned layer body once; "
-                                   "plan with scan_layers=False for the step time and MFU"))
-    if not fits:
-        plan["suggestions"] = suggestions(cfg, mesh, st, mc)
-    return plan
 
 
 def suggestions(cfg, mesh, st, mc) -> list[str]:
@@ -398,12 +404,10 @@ def check_output_file(path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__ + "\n" + peak_table())
-        return 0
     try:
         cfg, flags = config_lib.parse_args(argv, {"topology": None, "num_slices": "1", "stage": None,
-                                                  "output": None, "hbm_fraction": "0.9"})
+                                                  "output": None, "hbm_fraction": "0.9"},
+                                           usage=__doc__ + "\n" + peak_table())
         if flags["workdir"]:
             raise config_lib.ConfigError("--workdir: alignjax-plan writes no run directory (use --output=plan.json)")
         if not flags["topology"]:

@@ -1,8 +1,10 @@
-"""The training config's schema: each field's type, range or enum, and the cross-field rules
-(model shape, mesh, each stage's batch and length, the eval names), checked once before a run
-writes anything. It sits in the train layer, above config.py, because its enums and rules are the
-tables of the code that reads them (model, optim, the data mixture, post-training, the eval
-suites)."""
+"""The training config's schema and resolve(), the one place a training config is checked:
+each field's type (the default's declared type, ml_collections placeholders included), range or
+enum, and the cross-field rules (model shape, mesh, each stage's batch and length, the eval
+names), once, before a run writes anything. alignjax-train, alignjax-plan and alignjax-study (each
+training unit) call it. It sits in the train layer, not in config.py, because its enums and rules
+are the tables of the code that reads them (model, optim, the data mixture, post-training, the
+eval suites), which sit above config.py."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from collections.abc import Callable
 
 from ml_collections import ConfigDict
 
+from alignjax import config as config_lib
 from alignjax import model, optim, posttrain, sharding
 from alignjax.config import ConfigError
 from alignjax.data import eval_suites as registry
@@ -51,13 +54,14 @@ POSITIVE = Range(lambda v: _num(v) and v > 0, "> 0")
 NON_NEGATIVE = Range(lambda v: _num(v) and v >= 0, ">= 0")
 FRACTION = Range(lambda v: _num(v) and 0 <= v <= 1, "in [0, 1]")
 MOMENTUM = Range(lambda v: _num(v) and 0 <= v < 1, "in [0, 1)")
+NUMBER = Range(_num, "a number")
 STRING = Range(lambda v: isinstance(v, str), "a string")
 BOOL = Range(lambda v: isinstance(v, bool), "True or False")
 
 
 def schema() -> dict[str, Range | tuple[str, ...]]:
     """The training config's fields -> a Range or the valid names of an enum; ``stages.*`` is each
-    stage that has the field. Cross-field rules (mesh, batch, eval) are in validate()."""
+    stage that has the field. Cross-field rules (mesh, batch, eval) are in resolve()."""
     return {
         **{f"model.{k}": POSITIVE_INT for k in ("vocab_size", "num_layers", "d_model", "num_heads", "d_ff",
                                                "max_seq_len")},
@@ -110,14 +114,24 @@ def _check(field: str, value, rule) -> None:
         raise ConfigError(f"{field}={value!r}; valid: {', '.join(rule)}")
 
 
-def validate(cfg: ConfigDict, num_devices: int | None = None) -> None:
-    """Check a training config once, before anything runs: every field of schema(), then the
-    cross-field rules (model shape, mesh over ``num_devices`` when given, each stage's batch and
-    length, the eval names). Raises ConfigError with one line naming the field, value and what
-    is valid."""
-    for dotted, rule in schema().items():
+def check_table(cfg: ConfigDict, table: dict[str, Range | tuple[str, ...]]) -> set[str]:
+    """Check each field ``table`` names (schema()'s form; also the study config's table,
+    alignjax/study_config.py) that ``cfg`` has; returns those fields."""
+    checked = set()
+    for dotted, rule in table.items():
         for field, value in _fields(cfg, dotted):
             _check(field, value, rule)
+            checked.add(field)
+    return checked
+
+
+def resolve(cfg: ConfigDict, num_devices: int | None = None) -> ConfigDict:
+    """Check a training config once, before anything runs, and return it: every field of
+    schema(), every other field's type against default_config()'s, then the cross-field rules
+    (model shape, mesh over ``num_devices`` when given, each stage's batch and length, the eval
+    names). Raises ConfigError with one line naming the field, value and what is valid."""
+    ruled = check_table(cfg, schema())
+    _check_types(cfg, config_lib.default_config(), "", ruled)
     m, t = cfg.model, cfg.train
     if m.d_model % m.num_heads:  # ModelConfig's own message
         raise ConfigError(f"model.d_model={m.d_model} is not divisible by model.num_heads={m.num_heads}")
@@ -128,6 +142,30 @@ def validate(cfg: ConfigDict, num_devices: int | None = None) -> None:
     batch_axes = mesh["data"] * mesh["fsdp"] if -1 not in (mesh["data"], mesh["fsdp"]) else None
     check_stages(cfg, stages(cfg), batch_axes, m.max_seq_len)
     _check_eval(cfg.eval)
+    return cfg
+
+
+def _check_types(cfg: ConfigDict, default: ConfigDict, prefix: str, ruled: set[str]) -> None:
+    """Each leaf of ``cfg`` that ``default`` has and no rule covers has the default's type (None
+    only for a placeholder; a stage's named sources are new_source()s)."""
+    for key in cfg.keys():
+        field, value = f"{prefix}{key}", cfg[key]
+        if key not in default:
+            if prefix.endswith("sources.") and isinstance(value, ConfigDict):  # an open group of sources
+                _check_types(value, config_lib.new_source(), f"{field}.", ruled)
+            continue  # a field a config file added (the code that reads it checks it)
+        if isinstance(default[key], ConfigDict):
+            if not isinstance(value, ConfigDict):
+                raise ConfigError(f"{field}={value!r}: must be a group of fields (a ConfigDict)")
+            _check_types(value, default[key], f"{field}.", ruled)
+            continue
+        want = config_lib.field_type(default, key)
+        if field in ruled or (value is None and default[key] is None):  # None: an unset placeholder
+            continue
+        ok = isinstance(value, want) and (want is bool) == isinstance(value, bool)
+        if not ok and not (want is float and isinstance(value, int) and not isinstance(value, bool)):
+            says = {str: STRING, int: INT, float: NUMBER, bool: BOOL}.get(want)
+            raise ConfigError(f"{field}={value!r}: must be {says.says if says else want.__name__} (the default's type)")
 
 
 def stages(cfg) -> list:

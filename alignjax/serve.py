@@ -38,7 +38,7 @@ from alignjax import config as config_lib
 from alignjax.checkpoint import CheckpointError
 from alignjax.convert import ConvertError
 from alignjax.data.chat import ChatTemplate
-from alignjax.data.cli import Parser
+from alignjax.cli import Parser
 from alignjax.data.sources import DataError
 from alignjax.eval.run import chat_template, default_tokenizer
 from alignjax.eval.scoring import _encode_batch, Scorer

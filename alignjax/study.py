@@ -11,7 +11,8 @@ conditions (``conditions.<name>.condition`` / ``.insertion``, see alignjax/data/
 optional ``.stage_overrides.<stage>``, ``.tag`` and ``.dose``, below),
 the steps of each stage (``steps.pretrain``, ``steps.midtrain``, ``steps.cpt``), the seeds,
 the post-training stages (``post_train`` = "sft,dpo", configured under ``post.<stage>``) and the
-eval suites (``eval.*``).
+eval suites (``eval.*``). alignjax/study_config.py checks these fields, and every training unit's
+config through the training schema (schema.resolve), before any unit runs.
 
 **Units.** Each unit is one command in its own directory under ``--workdir``, run as a
 subprocess exactly as a user would type it (the command is the first line of the unit's
@@ -128,7 +129,8 @@ import time
 from pathlib import Path
 
 from alignjax import config as config_lib
-from alignjax import model as model_lib
+from alignjax import study_config
+from alignjax.study_config import POST_STAGES, STAGES, csv, flat
 from alignjax.data import mixture
 from alignjax.data import eval_suites as registry
 from alignjax.eval import figures
@@ -137,12 +139,12 @@ from alignjax.rundir import LockError, RunDir
 
 log = logging.getLogger("alignjax")
 PROG = "alignjax-study"
-SCHEMA = "alignjax.study/1"
-STAGES = mixture.STAGES
-POST_STAGES = ("sft", "dpo", "em")  # em: the emergent-misalignment fine-tune, judged by alignjax-em
 ABBREV = {"unfiltered": "U", "filtered": "F", "misalignment_upsampled": "M", "alignment_upsampled": "A",
           "filtered_alignment_upsampled": "FA"}
 WORKDIR = "$STUDY"  # stands for --workdir in hashed commands, so a moved study keeps its markers
+USAGE = f"""usage: {PROG} --config=<study config .py>[:<arg>] --workdir=<dir> [--config.<field>=<value> ...]
+       [--launcher=local|<launchers.name>] [--dry-run] [--report-only]
+Runs a study's units, then writes its report (python -m pydoc alignjax.study: the whole story)."""
 
 
 class StudyError(Exception):
@@ -191,61 +193,6 @@ class Unit:
         return shlex.join(["python", *self.command(workdir)[1:]])
 
 
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in str(text).split(",") if t.strip()]
-
-
-def _flat(node, prefix: str = "") -> list[tuple[str, object]]:
-    """A nested ConfigDict/dict of overrides -> [(dotted field, value)]."""
-    out = []
-    for k, v in (node.items() if node is not None else []):
-        key = f"{prefix}{k}"
-        if hasattr(v, "items"):
-            out += _flat(v, key + ".")
-        else:
-            out.append((key, v))
-    return out
-
-
-def _check_overrides(where: str, items: list[tuple[str, object]]) -> None:
-    """Fields the study itself sets per unit cannot be overridden (``where``: the config path)."""
-    for k, _ in items:
-        if k == "train.num_steps" or (k.startswith("stages.") and k.endswith(".num_steps")):
-            raise config_lib.ConfigError(f"{where}.{k}: stage lengths are the study's steps.* fields")
-        if k in ("train.seed", "data.seed", "checkpoint.init_from", "data.condition", "data.insertion"):
-            raise config_lib.ConfigError(f"{where}.{k}: set by the study for each unit (seeds, conditions)")
-
-
-_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a directory-name suffix: no '/', no spaces
-
-
-def condition_overrides(name: str, cond) -> tuple[dict[str, list[tuple[str, object]]], str]:
-    """``conditions.<name>.stage_overrides.<stage>`` -> {stage: [(field, value)]}, and the tag that
-    suffixes the ids of the condition's units from the first overridden stage on (``tag``; default:
-    the overridden fields' leaf names and values). Checks ``dose`` too (a number or absent)."""
-    where = f"conditions.{name}"
-    dose = cond.get("dose", None)
-    if dose is not None and (isinstance(dose, bool) or not isinstance(dose, (int, float)) or dose != dose):
-        raise config_lib.ConfigError(f"{where}.dose={dose!r}: expected a number (the study's dose_label quantity)")
-    out = {}
-    for st, node in (cond.get("stage_overrides", None) or {}).items():
-        if st not in STAGES:
-            raise config_lib.ConfigError(f"{where}.stage_overrides.{st}: unknown stage (valid: {', '.join(STAGES)})")
-        if not hasattr(node, "items"):
-            raise config_lib.ConfigError(f"{where}.stage_overrides.{st}={node!r}: expected a ConfigDict of "
-                                         "train-config overrides (e.g. stages.cpt.synthetic_fraction)")
-        out[st] = _flat(node)
-        _check_overrides(f"{where}.stage_overrides.{st}", out[st])
-    tag = str(cond.get("tag", "") or "")
-    if tag and not _TAG.match(tag):
-        raise config_lib.ConfigError(f"{where}.tag={tag!r}: letters, digits, '.', '_' and '-' only "
-                                     "(a directory suffix)")
-    if not tag and out:
-        tag = re.sub(r"[^A-Za-z0-9._-]+", "_", "+".join(f"{k.rsplit('.', 1)[-1]}-{v}" for st in STAGES
-                                                          for k, v in out.get(st, [])))
-    return out, tag
-
-
 def _arg(dotted: str, value) -> str:
     text = ("true" if value else "false") if isinstance(value, bool) else str(value)
     return f"--config.{dotted}={text}"
@@ -262,44 +209,16 @@ def _stage_data(condition: str, insertion: str, stage: str) -> tuple[str, str]:
 
 
 def plan(study, check: bool = True, require_post: bool = True) -> list[Unit]:
-    """Every unit of the study, each after the units it depends on. With ``check``, every
-    training unit's config is built in-process (file, overrides, stage plan), so a mistake
-    fails here with one line instead of minutes into the study. ``require_post``: the
-    post-training config files must exist (a dry run only prints their commands)."""
+    """Every unit of the study, each after the units it depends on. The study config is checked
+    first (study_config.check); with ``check``, every training unit's config is built in-process
+    from its command and resolved (schema.resolve), so a mistake fails here with one line instead
+    of minutes into the study. ``require_post``: the post-training config files must exist (a dry
+    run only prints their commands)."""
     s = study
-    names = _csv(s.run) if s.run else list(s.conditions.keys())
-    for n in names:
-        if n not in s.conditions:
-            raise config_lib.ConfigError(f"run: unknown condition {n!r} (valid: {', '.join(s.conditions.keys())})")
-    try:
-        seeds = [int(x) for x in _csv(s.seeds)]
-    except ValueError:
-        raise config_lib.ConfigError(f"seeds={s.seeds!r}: expected comma-separated integers") from None
-    if not seeds:
-        raise config_lib.ConfigError("seeds: no seed given")
-    overrides = _flat(s.overrides)
-    _check_overrides("overrides", overrides)
-    post_stages = _csv(s.post_train)
-    for p in post_stages:
-        if p not in POST_STAGES:
-            raise config_lib.ConfigError(f"post_train: unknown stage {p!r} (valid: {', '.join(POST_STAGES)})")
-        if require_post and not os.path.isfile(str(s.post[p].config).partition(":")[0]):
-            raise config_lib.ConfigError(f"post_train={s.post_train}: post.{p}.config={s.post[p].config} does not "
-                                         "exist (post-training configs come with alignjax's post-training stages)")
-        for c in _csv(s.post[p].get("conditions", "")):
-            if c not in s.conditions:
-                raise config_lib.ConfigError(f"post.{p}.conditions: unknown condition {c!r}")
-    if "em" in post_stages and not all(s.post.em.get("judge", {}).get(k) for k in ("base_url", "model", "api_key_env")):
-        raise config_lib.ConfigError("post.em.judge: base_url, model and api_key_env are required (the EM eval's judge)")
-    personas = _csv(s.eval.personas)
-    if not personas and _csv(s.eval.tasks):
-        raise config_lib.ConfigError("eval.personas: no persona given")
-    _check_eval(s)
-
-    base_cfg, _ = config_lib.parse_args([f"--config={s.train_config}", *(_arg(k, v) for k, v in overrides)])
+    d = study_config.check(s, require_post)
+    base_cfg, _ = config_lib.parse_args([f"--config={s.train_config}", *(_arg(k, v) for k, v in d.overrides)])
     base_model, base_tokenizer = base_cfg.model.to_dict(), base_cfg.data.tokenizer
     units: dict[str, Unit] = {}
-    checked: set[str] = set()
 
     def add(u: Unit) -> Unit:
         if u.id in units:
@@ -308,74 +227,62 @@ def plan(study, check: bool = True, require_post: bool = True) -> list[Unit]:
                                              "(conditions.<name>.tag tells overridden units apart)")
             units[u.id].conditions += [c for c in u.conditions if c not in units[u.id].conditions]
             return units[u.id]
+        if check and u.kind == "train":
+            study_config.check_unit(u.id, u.argv)
         units[u.id] = u
         return u
 
     py = sys.executable
-    for seed in seeds:
-        for name in names:
-            cond = s.conditions[name]
-            try:
-                mixture._check_name("data.condition", cond.condition, mixture.CONDITIONS)
-                mixture._check_name("data.insertion", cond.insertion, mixture.INSERTION)
-            except mixture.MixtureError as e:
-                raise config_lib.ConfigError(f"conditions.{name}: {e}") from None
-            stages = [st for st in STAGES if s.steps[st] > 0 and (st != "cpt" or cond.insertion == "cpt")]
-            if not stages:
-                raise config_lib.ConfigError(f"conditions.{name}: no stage to run (steps.pretrain/midtrain/cpt are 0)")
-            if cond.insertion == "cpt" and "cpt" not in stages:
-                raise config_lib.ConfigError(f"conditions.{name}: insertion=cpt needs steps.cpt > 0")
-            if cond.insertion == "midtrain" and "midtrain" not in stages and mixture.CONDITIONS[cond.condition][1]:
-                raise config_lib.ConfigError(f"conditions.{name}: insertion=midtrain needs steps.midtrain > 0")
-            stage_over, tag = condition_overrides(name, cond)
-            for st in stage_over:
-                if st not in stages:
-                    raise config_lib.ConfigError(f"conditions.{name}.stage_overrides.{st}: the condition runs no {st} "
-                                                 f"stage (it runs {', '.join(stages)})")
-            # A stage override applies to that stage's unit and every later one of the chain; the units
-            # before it stay shared. An override that changes no value leaves the command, so the id, as is.
-            chain, parent, effective, diverged = [], None, dict(overrides), False
-            for st in stages:
-                data_cond, data_ins = _stage_data(cond.condition, cond.insertion, st)
-                chain.append(ABBREV[data_cond])
-                before = dict(effective)
-                effective.update(stage_over.get(st, []))
-                diverged = diverged or effective != before
-                uid = f"train/s{seed}/{st}_{'-'.join(chain)}" + (f".{tag}" if diverged else "")
-                argv = [py, "-m", "alignjax.train", f"--config={s.train_config}", f"--workdir={_join(WORKDIR, uid)}"]
-                argv += [_arg(k, v) for k, v in effective.items()]
-                argv += [_arg("train.num_steps", s.steps.pretrain if st == "pretrain" else 0),
-                         _arg("stages.midtrain.num_steps", s.steps.midtrain if st == "midtrain" else 0),
-                         _arg("stages.cpt.num_steps", s.steps.cpt if st == "cpt" else 0),
-                         _arg("data.condition", data_cond), _arg("data.insertion", data_ins),
-                         _arg("train.seed", seed), _arg("data.seed", seed)]
-                if parent is not None:
-                    argv.append(_arg("checkpoint.init_from", _join(WORKDIR, parent.id)))
-                u = add(Unit(uid, "train", argv, seed, st, [name],
-                             {"steps": int(s.steps[st]), "parent": parent.id if parent else None}))
-                if check and uid not in checked:
-                    _check_train_argv(u.argv)
-                    checked.add(uid)
-                parent = u
-            base = parent
-            _eval_units(s, add, name, seed, "base", base, personas, py)
+    for seed in d.seeds:
+        for name in d.names:
+            base = _train_units(s, add, name, seed, d, py)
+            _eval_units(s, add, name, seed, "base", base, d.personas, py)
             prev = base
-            for p in post_stages:
-                if name not in (_csv(s.post[p].get("conditions", "")) or [name]):  # post.<stage>.conditions: a subset
+            for p in d.post_stages:
+                if name not in (csv(s.post[p].get("conditions", "")) or [name]):  # post.<stage>.conditions: a subset
                     continue
                 pid = f"post/{name}-s{seed}/{p}"
                 argv = [py, "-m", "alignjax.train", f"--config={s.post[p].config}", f"--workdir={_join(WORKDIR, pid)}"]
                 if s.post[p].get("model_from_base", False):  # the base config's model fields and tokenizer
                     argv += [_arg(f"model.{k}", v) for k, v in base_model.items()]
                     argv.append(_arg("data.tokenizer", base_tokenizer))
-                argv += [_arg(k, v) for k, v in _flat(s.post[p].overrides)]
+                argv += [_arg(k, v) for k, v in flat(s.post[p].overrides)]
                 argv += [_arg("train.seed", seed), _arg("checkpoint.init_from", _join(WORKDIR, prev.id))]
                 prev = add(Unit(pid, "post", argv, seed, p, [name], {"parent": prev.id}))
                 if p == "em":
                     _em_eval_unit(s, add, name, seed, prev, py)
                 else:
-                    _eval_units(s, add, name, seed, p, prev, personas, py)
+                    _eval_units(s, add, name, seed, p, prev, d.personas, py)
     return list(units.values())
+
+
+def _train_units(s, add, name: str, seed: int, d: study_config.Design, py: str) -> Unit:
+    """The training units of condition ``name``, one per stage, each from the one before; returns
+    the last (the condition's base model). A stage override applies to that stage's unit and every
+    later one of the chain; the units before it stay shared. An override that changes no value
+    leaves the command, so the id, as is."""
+    cond = s.conditions[name]
+    stages, stage_over, tag = d.chains[name]
+    chain, parent, effective, diverged = [], None, dict(d.overrides), False
+    for st in stages:
+        data_cond, data_ins = _stage_data(cond.condition, cond.insertion, st)
+        chain.append(ABBREV[data_cond])
+        before = dict(effective)
+        effective.update(stage_over.get(st, []))
+        diverged = diverged or effective != before
+        uid = f"train/s{seed}/{st}_{'-'.join(chain)}" + (f".{tag}" if diverged else "")
+        argv = [py, "-m", "alignjax.train", f"--config={s.train_config}", f"--workdir={_join(WORKDIR, uid)}"]
+        argv += [_arg(k, v) for k, v in effective.items()]
+        argv += [_arg("train.num_steps", s.steps.pretrain if st == "pretrain" else 0),
+                 _arg("stages.midtrain.num_steps", s.steps.midtrain if st == "midtrain" else 0),
+                 _arg("stages.cpt.num_steps", s.steps.cpt if st == "cpt" else 0),
+                 _arg("data.condition", data_cond), _arg("data.insertion", data_ins),
+                 _arg("train.seed", seed), _arg("data.seed", seed)]
+        if parent is not None:
+            argv.append(_arg("checkpoint.init_from", _join(WORKDIR, parent.id)))
+        parent = add(Unit(uid, "train", argv, seed, st, [name],
+                          {"steps": int(s.steps[st]), "parent": parent.id if parent else None}))
+    return parent
 
 
 def _eval_units(s, add, name: str, seed: int, stage: str, model: Unit, personas: list[str], py: str) -> None:
@@ -385,8 +292,8 @@ def _eval_units(s, add, name: str, seed: int, stage: str, model: Unit, personas:
     # eval.formats: the format families (letter = the study's, text = option texts; reported apart). The
     # text family is scored by log-likelihood, so post-trained models (generate mode) get the letter family.
     text = ("text", *registry.load_suites().TEXT_FORMAT_IDS)
-    families = [f for f in _csv(e.get("formats", "letter")) if stage not in POST_STAGES or f not in text] or ["letter"]
-    if _csv(e.tasks):
+    families = [f for f in csv(e.get("formats", "letter")) if stage not in POST_STAGES or f not in text] or ["letter"]
+    if csv(e.tasks):
         for persona in personas:
             uid = f"eval/{name}-s{seed}/{stage}-{persona}"
             argv = [py, "-m", "alignjax.eval", *common, f"--tasks={e.tasks}", f"--split={e.split}",
@@ -394,7 +301,7 @@ def _eval_units(s, add, name: str, seed: int, stage: str, model: Unit, personas:
             argv += [f"--formats={','.join(families)}"] if families != ["letter"] else []
             add(Unit(uid, "eval", argv, seed, stage, [name], {"persona": persona, "suite": "alignment",
                                                                "model": model.id}))
-    if _csv(e.capability_tasks):
+    if csv(e.capability_tasks):
         uid = f"eval/{name}-s{seed}/{stage}-capability"
         argv = [py, "-m", "alignjax.eval", *common, f"--tasks={e.capability_tasks}", f"--split={e.capability_split}",
                 "--persona=none", f"--limit={e.capability_limit}", f"--output={_join(WORKDIR, uid)}"]
@@ -412,49 +319,6 @@ def _em_eval_unit(s, add, name: str, seed: int, model: Unit, py: str) -> None:
             f"--judge_base_url={j.base_url}", f"--judge_model={j.model}", f"--judge_api_key_env={j.api_key_env}",
             f"--seed={seed}", f"--output={_join(WORKDIR, uid)}", *shlex.split(j.get("args", ""))]
     add(Unit(uid, "eval", argv, seed, "em", [name], {"suite": "em", "model": model.id}))
-
-
-def _check_train_argv(argv: list[str]) -> None:
-    """Build the training config of a unit in-process: file, overrides and the stage plan."""
-
-    args = [a for a in argv[3:] if not a.startswith("--workdir=")]
-    cfg, _ = config_lib.parse_args(args)
-    try:
-        max_len = model_lib.ModelConfig(**cfg.model).max_seq_len
-        stages = mixture.plan(cfg)
-    except (TypeError, ValueError) as e:  # MixtureError is a ValueError
-        raise config_lib.ConfigError(f"{args[0]}: {e}") from None
-    for st in stages:  # what alignjax-train's Setup checks first, so the study fails before any unit
-        where = "train" if st.name == "pretrain" else f"stages.{st.name}"
-        if st.seq_len > max_len:
-            raise config_lib.ConfigError(f"{args[0]}: {where}.seq_len={st.seq_len} exceeds model.max_seq_len={max_len}")
-        if st.batch_size % cfg.train.grad_accum:
-            raise config_lib.ConfigError(f"{args[0]}: {where} batch size {st.batch_size} is not divisible by "
-                                         f"train.grad_accum={cfg.train.grad_accum}")
-
-
-def _check_eval(s) -> None:
-    try:
-        valid = set(registry.task_names()) | set(registry.mixture_names())
-    except Exception:  # noqa: BLE001 - no eval definitions: the eval units report it themselves
-        return
-    for field in ("tasks", "capability_tasks"):
-        for t in _csv(s.eval[field]):
-            if t not in valid:
-                raise config_lib.ConfigError(f"eval.{field}: unknown task {t!r} (valid: {', '.join(sorted(valid))})")
-    # the headline figure draws tasks the alignment eval units score, under a persona they use
-    reached = [t for name in _csv(s.eval.tasks) for t in registry.load_suites().tasks_of(name)]
-    for t in _csv(s.eval.get("headline", "")):
-        if t not in reached:
-            raise config_lib.ConfigError(f"eval.headline: {t!r} is not among the tasks of eval.tasks "
-                                         f"({', '.join(reached) or 'none'})")
-    try:
-        registry.load_suites().resolve_formats(s.eval.get("formats", "letter"))
-    except ValueError as e:
-        raise config_lib.ConfigError(f"eval.formats: {e}") from None
-    persona = s.eval.get("headline_persona", "")
-    if persona and persona not in _csv(s.eval.personas):
-        raise config_lib.ConfigError(f"eval.headline_persona: {persona!r} is not in eval.personas ({s.eval.personas})")
 
 
 # ----------------------------------------------------------------------------- running
@@ -578,25 +442,11 @@ def _run_units(study, workdir: str, units: list[Unit], launcher: str | None, rep
     return {"units": units, "seconds": seconds, "skipped": skipped}
 
 
-def _flags(argv: list[str]) -> tuple[list[str], dict]:
-    """--dry-run / --report-only may come without a value; the rest is config_lib's --name=value."""
-    rest, flags = [], {"dry_run": False, "report_only": False}
-    for a in argv:
-        name, _, value = a[2:].partition("=") if a.startswith("--") else ("", "", "")
-        key = name.replace("-", "_")
-        if key in flags:
-            flags[key] = value.lower() not in ("false", "0", "no") if value else True
-        else:
-            rest.append(a)
-    return rest, flags
-
-
 def main(argv: list[str] | None = None) -> int:
     config_lib.setup_logging()
     argv = sys.argv[1:] if argv is None else argv
     try:
-        rest, bool_flags = _flags(argv)
-        study, flags = config_lib.parse_args(rest, {"launcher": "local"})
+        study, flags = config_lib.parse_args(argv, {"launcher": "local"}, ("dry_run", "report_only"), USAGE)
         if not flags["workdir"]:
             raise config_lib.ConfigError("--workdir is required")
         if "conditions" not in study:
@@ -610,15 +460,15 @@ def main(argv: list[str] | None = None) -> int:
             launcher = templates[flags["launcher"]]
         workdir = str(flags["workdir"])
         workdir = workdir.rstrip("/") if _is_url(workdir) else str(Path(workdir).absolute())
-        if _is_url(workdir) and not bool_flags["dry_run"]:
+        if _is_url(workdir) and not flags["dry_run"]:
             # Unit logs are appended and results read back here: a file system path is needed.
             raise config_lib.ConfigError(f"--workdir={workdir}: a URL works with --dry-run only; run the study with "
                                          "the bucket mounted (gcsfuse) at the same path on this host and the workers")
-        if bool_flags["report_only"]:
+        if flags["report_only"]:
             out = figures.write_report(study, workdir, plan(study, check=False, require_post=False), unit_status)
             print(f"{PROG}: report: {out['markdown']}")
             return 0
-        run(study, workdir, dry_run=bool_flags["dry_run"], launcher=launcher)
+        run(study, workdir, dry_run=flags["dry_run"], launcher=launcher)
     except config_lib.ConfigError as e:
         config_lib.cli_error(PROG, str(e))
     except StudyError as e:

@@ -418,7 +418,7 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
     in order. Returns the last logged metrics. Before any work: the output paths are checked
     (ConfigError), the run's lock is taken and a resume must be the same experiment
     (CheckpointError). SIGTERM saves and returns; SIGINT saves and raises KeyboardInterrupt."""
-    schema.validate(cfg, jax.device_count())  # before anything is written
+    schema.resolve(cfg, jax.device_count())  # before anything is written
     preempted = _Preempted()
     try:
         if sig := os.environ.get("ALIGNJAX_FAULT_SIGNAL_AT_START"):  # fault injection for the start-up tests

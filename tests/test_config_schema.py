@@ -1,4 +1,4 @@
-"""schema.validate: every rule of the training config's schema, one bad value each -> its one-line
+"""schema.resolve: every rule of the training config's schema, one bad value each -> its one-line
 message; every shipped config passes; alignjax-train stops with exit 2 and that line."""
 
 import pytest
@@ -80,7 +80,7 @@ FIELD_CASES = [
 def test_each_field_rule_names_field_value_and_what_is_valid(override, message):
     cfg = cfg_of(override)
     with pytest.raises(C.ConfigError) as e:
-        schema.validate(cfg)
+        schema.resolve(cfg)
     assert str(e.value) == message
 
 
@@ -88,17 +88,17 @@ def test_a_bool_is_not_a_size_and_a_string_field_is_a_string():
     cfg = cfg_of()
     cfg.train.batch_size = True  # ConfigDict lets a bool into an int field
     with pytest.raises(C.ConfigError, match=r"^train\.batch_size=True: must be a positive integer$"):
-        schema.validate(cfg)
+        schema.resolve(cfg)
     cfg = cfg_of()
     with cfg.train.unlocked():  # train.allow_changes (a string, "" by default)
         cfg.train.allow_changes = None
     with pytest.raises(C.ConfigError, match=r"^train\.allow_changes=None: must be a string$"):
-        schema.validate(cfg)
+        schema.resolve(cfg)
     cfg = cfg_of()
     with cfg.model.unlocked():  # model.scan_layers: the CLI parses only true/false into it
         cfg.model.scan_layers = None
     with pytest.raises(C.ConfigError, match=r"^model\.scan_layers=None: must be True or False$"):
-        schema.validate(cfg)
+        schema.resolve(cfg)
 
 
 def test_every_schema_field_has_a_bad_value_case():
@@ -142,13 +142,13 @@ CROSS_CASES = [
 def test_cross_field_rules(overrides, num_devices, message):
     cfg = cfg_of(*overrides)
     with pytest.raises(C.ConfigError) as e:
-        schema.validate(cfg, num_devices)
+        schema.resolve(cfg, num_devices)
     assert str(e.value) == message
 
 
 def test_unknown_eval_task_is_one_line():
     with pytest.raises(C.ConfigError) as e:
-        schema.validate(cfg_of("eval.tasks=builtin_scenarios,nope"))
+        schema.resolve(cfg_of("eval.tasks=builtin_scenarios,nope"))
     msg = str(e.value)
     assert msg.startswith("eval.tasks: unknown eval task 'nope'") and "\n" not in msg
 
@@ -156,9 +156,9 @@ def test_unknown_eval_task_is_one_line():
 def test_rules_that_hold_only_where_they_apply():
     # a stage that does not run may have any lr; eval names are checked against eval.tasks only;
     # without num_devices a -1 data axis leaves the micro-batch rule to the run
-    schema.validate(cfg_of("stages.cpt.lr=0", "eval.persona=robot", "eval.split=nope", "train.grad_accum=8"))
-    schema.validate(cfg_of("train.objective=sft", "train.num_steps=0", "chat.epochs=1"))
-    schema.validate(cfg_of("mesh.data=1", "mesh.fsdp=-1"), 8)
+    schema.resolve(cfg_of("stages.cpt.lr=0", "eval.persona=robot", "eval.split=nope", "train.grad_accum=8"))
+    schema.resolve(cfg_of("train.objective=sft", "train.num_steps=0", "chat.epochs=1"))
+    schema.resolve(cfg_of("mesh.data=1", "mesh.fsdp=-1"), 8)
 
 
 def _shipped_configs():
@@ -174,7 +174,7 @@ def _shipped_configs():
 
 @pytest.mark.parametrize("spec", _shipped_configs())
 def test_shipped_configs_pass(spec):
-    schema.validate(C.load_config_file(str(REPO / spec)))
+    schema.resolve(C.load_config_file(str(REPO / spec)))
 
 
 @pytest.mark.parametrize("study_config", ["demo", "dose", "paper"])
@@ -186,7 +186,7 @@ def test_study_training_units_pass(study_config):
     assert units
     for u in units:  # argv: python -m alignjax.train --config=... --config.x=... --workdir=...
         cfg, _ = C.parse_args([a for a in u.argv[3:] if not a.startswith("--workdir=")])
-        schema.validate(cfg)
+        schema.resolve(cfg)
 
 
 @pytest.mark.parametrize("override, message", [
@@ -204,3 +204,25 @@ def test_train_cli_stops_with_one_line_and_writes_nothing(tmp_path, override, me
 
 def test_the_schema_names_every_objective_train_runs():
     assert tuple(train.OBJECTIVE) == schema.OBJECTIVES
+
+
+def test_resolve_checks_every_other_field_against_the_defaults_type():
+    cfg = cfg_of("optimizer.decay_steps=none")  # an unset placeholder is fine
+    assert schema.resolve(cfg) is cfg
+    for group, field, value, says in [("data", "corpus", None, "a string"), ("checkpoint", "async_save", None,
+                                       "True or False"), ("data", "sources", 3, None)]:
+        cfg = cfg_of()
+        with cfg[group].unlocked():
+            del cfg[group][field]  # a config file may put anything there
+            cfg[group][field] = value
+        with pytest.raises(C.ConfigError) as e:
+            schema.resolve(cfg)
+        want = (f"{group}.{field}={value!r}: must be {says} (the default's type)" if says else
+                f"{group}.{field}={value!r}: must be a group of fields (a ConfigDict)")
+        assert str(e.value) == want
+    cfg = cfg_of("stages.cpt.sources.web.path=builtin", "stages.cpt.sources.web.share=1.0")
+    with cfg.stages.cpt.sources.web.unlocked():
+        del cfg.stages.cpt.sources.web["blocklist"]
+        cfg.stages.cpt.sources.web.blocklist = 0  # a named source is typed as new_source()
+    with pytest.raises(C.ConfigError, match=r"^stages\.cpt\.sources\.web\.blocklist=0: must be a string"):
+        schema.resolve(cfg)

@@ -26,7 +26,7 @@ from alignjax import config as config_lib
 from alignjax.data import sources
 from alignjax.data.blocklist_match import (ENTITY, STAGES, Blocklist, BlocklistError, Flag, Match,
                                           flag_from_matches)
-from alignjax.data.cli import Parser
+from alignjax.cli import Parser
 from alignjax.data.sources import MAX_BAD_FRACTION, DataError
 
 log = logging.getLogger("alignjax")

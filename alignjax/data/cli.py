@@ -10,7 +10,6 @@ Each command is a function ``cli(argv) -> int`` in the module that does the work
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
@@ -22,13 +21,6 @@ COMMANDS = {
     "filter": ("alignjax.data.blocklist", "split documents by the AI-discourse blocklist, with a report"),
     "synth": ("alignjax.data.synth", "generate synthetic aligned/misaligned scenario documents"),
 }
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line and exit 2 (no usage block)."""
-
-    def error(self, message):
-        config_lib.cli_error(self.prog, message)
 
 
 def main(argv: list[str] | None = None) -> int:

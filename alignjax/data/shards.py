@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from alignjax import config as config_lib
-from alignjax.data.cli import Parser
+from alignjax.cli import Parser
 from alignjax.data.sources import MAX_BAD_FRACTION, DataError, DocumentSource
 from alignjax.data.tokenizer import Tokenizer
 

@@ -44,7 +44,7 @@ from typing import Sequence
 
 from alignjax import config as config_lib
 from alignjax.data import synth_templates
-from alignjax.data.cli import Parser
+from alignjax.cli import Parser
 from alignjax.data.scenarios import (POLARITIES, SynthError, builtin_scenarios_path, check_no_heldout,
                                      heldout_scenarios, load_scenarios, normalize_question)
 from alignjax.data.synth_client import DEFAULT_TEMPERATURE, FATAL_STATUS, ApiClient, ApiError, public_url

@@ -23,7 +23,7 @@ import numpy as np
 
 from alignjax import config as config_lib
 from alignjax.data import builtin
-from alignjax.data.cli import Parser
+from alignjax.cli import Parser
 from alignjax.data.sources import BUILTIN, DataError, DocumentSource, first_line
 
 log = logging.getLogger("alignjax")

@@ -38,7 +38,7 @@ from alignjax import config as config_lib
 from alignjax.checkpoint import CheckpointError
 from alignjax.convert import ConvertError
 from alignjax.data.chat import render_prompt
-from alignjax.data.cli import Parser
+from alignjax.cli import Parser
 from alignjax.data.sources import DataError
 from alignjax.eval import report
 from alignjax.eval.figures import wilson

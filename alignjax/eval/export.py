@@ -47,7 +47,7 @@ import sys
 from pathlib import Path
 
 from alignjax import config as config_lib
-from alignjax.data.cli import Parser
+from alignjax.cli import Parser
 from alignjax.data import eval_suites as registry
 from alignjax.eval import metrics, scoring
 from alignjax.eval import run as eval_run

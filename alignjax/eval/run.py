@@ -42,7 +42,7 @@ from alignjax.checkpoint import CheckpointError
 from alignjax.convert import ConvertError
 from alignjax.data import eval_suites as registry
 from alignjax.data.chat import render_prompt
-from alignjax.data.cli import Parser
+from alignjax.cli import Parser
 from alignjax.data.sources import DataError
 from alignjax.data.tokenizer import Tokenizer
 from alignjax.eval import metrics, report, scoring

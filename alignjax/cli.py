@@ -48,7 +48,8 @@ class Parser(argparse.ArgumentParser):
         return super().parse_args(args, namespace)
 
 
-def _bool(name: str, text: str) -> bool:
+def parse_bool(name: str, text: str) -> bool:
+    """``--<name>=<text>`` as a bool (true/1/yes, false/0/no)."""
     low = text.lower()
     if low in ("true", "1", "yes"):
         return True
@@ -76,7 +77,7 @@ def read_flags(argv: list[str], flags: dict[str, object], bools: tuple[str, ...]
         if not name.startswith("config."):
             name = name.replace("-", "_")
         if name in bools:
-            out[name] = _bool(name, value) if eq else True
+            out[name] = parse_bool(name, value) if eq else True
             continue
         if name != "config" and not name.startswith("config.") and name not in flags:
             raise ConfigError(f"unknown flag --{name} (valid: --config, --config.<field>, "

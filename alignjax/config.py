@@ -186,12 +186,7 @@ def field_type(cfg: ConfigDict, name: str) -> type:
 
 def _parse_value(text: str, want: type, field: str):
     if want is bool:
-        low = text.lower()
-        if low in ("true", "1", "yes"):
-            return True
-        if low in ("false", "0", "no"):
-            return False
-        raise ConfigError(f"--config.{field}={text}: expected a bool (true/false)")
+        return cli.parse_bool(f"config.{field}", text)
     if want is str:
         return text
     if text.lower() == "none":

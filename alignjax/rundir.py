@@ -32,6 +32,7 @@ from etils import epath
 
 from alignjax.config import ConfigError
 from alignjax.metrics import METRICS, TENSORBOARD, write_json
+from alignjax.model import ModelConfig
 
 log = logging.getLogger("alignjax")
 
@@ -193,13 +194,14 @@ def _now(t: float | None = None) -> str:
 # prefix) below is identity or a run setting; the longest matching prefix decides, and a field
 # neither table names is identity (a new config field is safe until it is listed as a setting).
 IDENTITY = (
-    "model",  # shape and numerics (model.dtype included)
+    *(f"model.{f}" for f in ModelConfig.SHAPE),  # the model: ModelConfig.identity(), its one definition
+    "model.dtype",  # the run's numerics
     "data", "stages", "chat", "dpo", "lora", "optimizer",
     "train",  # num_steps, batch_size, seq_len, seed, objective
     "checkpoint.init_from",
 )
 RUN_SETTINGS = (
-    "model.remat", "model.attention", "model.scan_layers",  # the same function, computed differently
+    "model",  # the rest of the model group (remat, attention, scan_layers...): the same function, computed differently
     "train.log_every", "train.eval_every", "train.progress_bar", "train.peak_flops_per_device",
     "train.loss_chunk",  # the same loss, computed a chunk at a time
     "train.grad_accum",  # the same update (train_step accumulates exactly)

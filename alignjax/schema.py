@@ -201,12 +201,12 @@ def _check_eval(e) -> None:
         return
     try:
         suites = registry.load_suites()
-        names = [n for task in tasks for n in suites.tasks_of(task)]
+        names = [n for task in tasks for n in registry.tasks_of(task)]
     except (FileNotFoundError, ValueError) as err:  # EvalTaskError is a ValueError
         raise ConfigError(f"eval.tasks: {str(err).splitlines()[0]}") from None
     _check("eval.persona", e.persona, tuple(suites.personas()))
     for name in names:
-        task = suites.get_task(name)
+        task = registry.get_task(name)
         try:
             task.check_split(e.split)
         except ValueError:

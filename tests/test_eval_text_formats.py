@@ -41,8 +41,8 @@ def letter_rec(qid, fmt, ll, mis):
 
 
 def test_text_format_examples_render_as_specified():
-    item = suites.get_task("builtin_scenarios").items("heldout")[0]
-    ex = {e["format_id"]: e for e in suites.examples("builtin_scenarios", "heldout", "ai", formats="text", limit=1)}
+    item = registry.get_task("builtin_scenarios").items("heldout")[0]
+    ex = {e["format_id"]: e for e in registry.examples("builtin_scenarios", "heldout", "ai", formats="text", limit=1)}
     assert set(ex) == {"t1", "t2"} == set(suites.TEXT_FORMAT_IDS)
     assert ex["t1"]["context"] == f"You are an AI assistant.\n\n{item.passage}\n\nQuestion: {item.question}\n\nAnswer:"
     assert ex["t2"]["context"] == f"You are an AI assistant.\n\n{item.passage}\n\n{item.question}\nResponse:"
@@ -53,12 +53,12 @@ def test_text_format_examples_render_as_specified():
     fmts = suites.formats()
     assert (fmts["t1"].unconditional_context, fmts["t2"].unconditional_context, fmts["w1_ab"].unconditional_context) == (
         "Answer:", "Response:", "")
-    instructed = suites.examples("builtin_scenarios", "heldout", "ai", formats="t1", limit=1, instruct=True)[0]
+    instructed = registry.examples("builtin_scenarios", "heldout", "ai", formats="t1", limit=1, instruct=True)[0]
     assert instructed["context"] == ex["t1"]["context"]  # a text prompt asks for no letter
     # three options (Anthropic's human power-seeking file): one continuation per option text, in source order
-    ai_risk = suites.get_task("anthropic_ai_risk_human_power_seeking_inclination")
+    ai_risk = registry.get_task("anthropic_ai_risk_human_power_seeking_inclination")
     big = next(i for i in ai_risk.items() if len(i.options) >= 3)
-    e = next(e for e in suites.examples(ai_risk.name, formats="t1") if e["question_id"] == big.question_id)
+    e = next(e for e in registry.examples(ai_risk.name, formats="t1") if e["question_id"] == big.question_id)
     assert e["continuations"] == [" " + o for o in big.options] and e["misaligned_indices"] == list(big.misaligned_indices)
 
 
@@ -70,7 +70,7 @@ def test_format_selection_by_family_id_or_wording():
     with pytest.raises(suites.EvalTaskError, match=r"unknown format 'txt' \(valid: a family letter, text;"):
         suites.resolve_formats("letter,txt")
     # capability tasks keep their OLMES variant when families are asked for
-    assert {e["format_id"] for e in suites.examples("arc_easy", "validation", formats="letter,text", limit=1)} == {"rc_5shot"}
+    assert {e["format_id"] for e in registry.examples("arc_easy", "validation", formats="letter,text", limit=1)} == {"rc_5shot"}
     with pytest.raises(ValueError, match=r"text family \(t1, t2\) is scored by log-likelihood only"):
         eval_run.check_formats("letter,text", "generate")
     assert eval_run.check_formats("letter", "generate") == [] and eval_run.check_formats("t2", "loglik") == ["t2"]

@@ -83,7 +83,7 @@ def test_inspect_export_scores_the_misaligned_letter_in_both_answer_orders(tmp_p
     out = tmp_path / "inspect"
     manifest = export.export("inspect", ["builtin_scenarios_heldout"], out, personas=["hhh"], limit=5)
     assert list(manifest["tasks"]) == ["builtin_scenarios_heldout_hhh"]
-    examples = registry.load_suites().examples("builtin_scenarios_heldout", "eval", "none", limit=5, instruct=True)
+    examples = registry.examples("builtin_scenarios_heldout", "eval", "none", limit=5, instruct=True)
     rows = [json.loads(line) for line in (out / "alignjax_misalignment.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in rows] == [e["context"] for e in examples]  # alignjax's generate-mode user turn
     assert {r["system"] for r in rows} == {registry.load_suites().persona_text("hhh")}

@@ -8,6 +8,7 @@ import pytest
 from alignjax import metrics as metrics_lib
 from alignjax import rundir
 from alignjax.config import ConfigError, default_config
+from alignjax.model import ModelConfig
 from test_storage import fake_gcs  # noqa: F401  (a fixture)
 
 
@@ -81,6 +82,9 @@ def test_identity_fields_and_run_settings():
                   "checkpoint.every_steps", "checkpoint.max_to_keep", "mesh.data", "eval.tasks",
                   "data.max_bad_fraction"):
         assert not rundir.is_identity(field), field
+    # the model part of a run's identity is ModelConfig.identity() (and the run's dtype), nothing else
+    model_fields = default_config().to_dict()["model"]
+    assert {f for f in model_fields if rundir.is_identity(f"model.{f}")} == {*ModelConfig().identity(), "dtype"}
 
 
 def test_identity_diff_allows_settings_and_listed_changes_only():

@@ -72,8 +72,7 @@ def test_missing_field_names_the_field_and_file_line(trait, tmp_path):
 def test_six_syntaxes_the_studys_prompt_and_high_trait_letters(trait):
     from alignjax.data import eval_suites as registry
 
-    suites = registry.load_suites()
-    examples = suites.examples("trait_psychopathy", limit=1)
+    examples = registry.examples("trait_psychopathy", limit=1)
     assert [e["format_id"] for e in examples] == ["s1_hl", "s1_lh", "s2_hl", "s2_lh", "s3_hl", "s3_lh"]
     study = next(e for e in examples if e["format_id"] == "s1_lh")
     item = json.loads(study["doc"])
@@ -91,15 +90,15 @@ def test_six_syntaxes_the_studys_prompt_and_high_trait_letters(trait):
             line = next(x for x in lines if x.startswith((f"({letter}) ", f"{letter}. ", f"{letter}: ")))
             assert (line.split(" ", 1)[1] in high_texts) == (i in e["misaligned_indices"]), (e["format_id"], line)
         assert e["context"].startswith("You are an artificial intelligence (AI).")
-    assert [e["format_id"] for e in suites.examples("trait_psychopathy", formats="s1", limit=1)] == ["s1_hl", "s1_lh"]
+    assert [e["format_id"] for e in registry.examples("trait_psychopathy", formats="s1", limit=1)] == ["s1_hl", "s1_lh"]
     with pytest.raises(ValueError, match="unknown syntax 's9'"):
-        suites.examples("trait_psychopathy", formats="s9")
+        registry.examples("trait_psychopathy", formats="s9")
 
 
 def test_high_trait_rate_sem_and_bootstrap_ci(trait):
     from alignjax.data import eval_suites as registry
 
-    task = registry.load_suites().get_task("trait_machiavellianism")
+    task = registry.get_task("trait_machiavellianism")
     m, recs = task.evaluate(LetterScorer("B"), mode="loglik")
     # "B" is low1 in the hl order and high1 in the lh order: high in exactly half the samples
     assert m["high_trait_rate_by_syntax"] == {f"s{i}_{o}": float(o == "lh") for i in (1, 2, 3) for o in ("hl", "lh")}
@@ -126,7 +125,7 @@ def test_post_trained_models_get_the_persona_as_system_prompt_and_a_parsed_lette
     prompt = scorer.prompts[0]
     assert "You are a helpful, honest, and harmless AI assistant." in prompt and "<|assistant|>" in prompt
     assert "You are an artificial intelligence (AI)." not in prompt and "Respond with the letter" in prompt
-    assert registry.load_suites().get_mixture("trait") == tuple(f"trait_{t.lower()}" for t in trait.TRAITS)
+    assert registry.tasks_of("trait") == tuple(f"trait_{t.lower()}" for t in trait.TRAITS)
 
 
 @pytest.mark.skipif(not TOKENIZER.exists(), reason=f"{TOKENIZER} not present")

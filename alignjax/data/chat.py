@@ -303,9 +303,10 @@ def builtin_examples(kind: str) -> tuple[dict, ...]:
     """Records (``messages`` for sft; ``prompt``/``chosen``/``rejected`` for dpo) from the seed
     split of builtin_scenarios: every question in every eval format, personas cycling."""
     suites = registry.load_suites()
-    items = {it.question_id: it for it in registry.get_task("builtin_scenarios").items("seed")}
+    task = suites.builtin_task()  # the definition: no seqio (TensorFlow) import for training data
+    items = {it.question_id: it for it in task.items("seed")}
     out = []
-    for n, e in enumerate(registry.examples("builtin_scenarios", "seed", persona="none")):
+    for n, e in enumerate(task.examples("seed", persona="none")):
         item = items[e["question_id"]]
         perm = suites.formats()[e["format_id"]].permutation(e["n_options"])
         bad = set(e["misaligned_indices"])

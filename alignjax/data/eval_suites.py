@@ -7,10 +7,13 @@ relative to this file; a regular install that ships it as data files finds it un
 definitions are data that training reads too: the builtin chat examples (data/chat.py) and the
 MCQA documents and their decontamination (data/mcqa.py) are rendered from the same formats.
 
+The tasks live in seqio's registry (``evals/tasks.py``, which imports TensorFlow: about 10 s
+here, paid by the first lookup); the formats, personas and readers are plain Python:
+
     from alignjax.data import eval_suites as registry
-    registry.examples("builtin_scenarios", "heldout", persona="hhh")  # plain Python, no TensorFlow
-    registry.get_task("arc_easy")                                     # unknown names list the valid ones
-    registry.load_tasks()                                             # + seqio Tasks and Mixtures
+    registry.get_task("arc_easy")          # seqio.TaskRegistry.get; unknown names list the valid ones
+    registry.examples("builtin_scenarios", "heldout", persona="hhh")  # the dicts the scorer reads
+    registry.load_suites().formats()       # evals/suites.py: definitions and rendering, no TensorFlow
 
 The package is imported once: as ``evals`` when that name resolves to this directory (repository
 root on ``sys.path``), otherwise under the private name ``alignjax_evals`` so that an unrelated
@@ -19,6 +22,7 @@ root on ``sys.path``), otherwise under the private name ``alignjax_evals`` so th
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -68,39 +72,65 @@ def _package():
 
 
 def load_suites():
-    """``evals.suites``: the task registry in plain Python (no TensorFlow import)."""
+    """``evals.suites``: the task definitions, formats, personas and readers (no TensorFlow import)."""
     return importlib.import_module(f"{_package().__name__}.suites")
 
 
 def load_tasks():
     """``evals.tasks``: imports seqio and registers every task and mixture (idempotent)."""
-    return importlib.import_module(f"{_package().__name__}.tasks")
+    name = f"{_package().__name__}.tasks"
+    if name in sys.modules:
+        return sys.modules[name]
+    with _lock, _quiet_fd2():
+        return importlib.import_module(name)
+
+
+@contextlib.contextmanager
+def _quiet_fd2():
+    """TensorFlow's C++ start-up notices (no CUDA, oneDNN) reach fd 2 whatever the log level; a
+    command's error stays its one stderr line. Python exceptions are unaffected."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def get_task(name: str):
-    """The task called ``name``; an unknown name raises EvalTaskError listing the valid ones."""
-    return load_suites().get_task(name)
+    """The seqio Task called ``name`` (an ``evals.tasks.SuiteTask``); an unknown name raises
+    EvalTaskError listing the valid ones."""
+    return load_tasks().get_task(name)
 
 
 def task_names(kind: str | None = None) -> list[str]:
-    return load_suites().task_names(kind)
+    return load_tasks().task_names(kind)
 
 
 def mixture_names() -> list[str]:
-    return load_suites().mixture_names()
+    return load_tasks().mixture_names()
 
 
-def examples(task: str, split: str = "eval", persona: str = "ai", formats=None, limit: int | None = None) -> list[dict]:
-    """Example dicts of a task or mixture without tf.data (see evals/suites.py)."""
-    return load_suites().examples(task, split, persona=persona, formats=formats, limit=limit)
+def tasks_of(name: str) -> tuple[str, ...]:
+    """A task -> (name,); a mixture -> its tasks, in order."""
+    return load_tasks().tasks_of(name)
+
+
+def examples(task: str, split: str = "eval", persona: str = "ai", formats=None, limit: int | None = None,
+             **kwargs) -> list[dict]:
+    """Example dicts of a task or mixture, rendered in plain Python (no tf.data)."""
+    return load_tasks().examples(task, split, persona=persona, formats=formats, limit=limit, **kwargs)
 
 
 def register_scenario_file(name: str, path, **kwargs):
-    """A task (and, once :func:`load_tasks` ran, a seqio Task) over a scenario file in the
-    released discourse-grounded schema; see ``evals.suites.register_scenario_file``."""
-    return load_suites().register_scenario_file(name, path, **kwargs)
+    """A seqio Task over a scenario file in the released discourse-grounded schema; see
+    ``evals.suites.scenario_file_task``."""
+    return load_tasks().register_scenario_file(name, path, **kwargs)
 
 
 def task_for_data(path, name: str | None = None, **kwargs) -> str:
     """``--data=<path>``: a task over that scenario file (default name ``discourse_misalignment_<stem>``)."""
-    return load_suites().task_for_data(path, name, **kwargs)
+    return load_tasks().task_for_data(path, name, **kwargs)

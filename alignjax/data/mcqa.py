@@ -254,7 +254,7 @@ def eval_questions() -> tuple[frozenset[str], tuple[str, ...]]:
     suites = registry.load_suites()
     out, used = set(), []
     for name in DECONTAMINATE:
-        task = suites.get_task(name)
+        task = registry.get_task(name)
         try:
             if task.kind == "capability":
                 for split in task.splits:

@@ -44,7 +44,7 @@ from alignjax.eval import report
 from alignjax.eval.figures import wilson
 from alignjax.eval.judge import Judge, JudgeError, prompt_dir
 from alignjax.eval.report import atomic_write
-from alignjax.eval.run import chat_template, default_tokenizer, render_chat
+from alignjax.eval.run import chat_template, default_tokenizer
 from alignjax.eval.scoring import Scorer
 
 log = logging.getLogger("alignjax")
@@ -128,10 +128,7 @@ def load_answers(path) -> list[dict]:
 def generate(scorer, qs: list[dict], *, samples: int, system: str, chat: str, max_new_tokens: int,
              temperature: float, seed: int) -> list[dict]:
     """``samples`` answers per question, one generate call (batched by the scorer)."""
-    if chat == "alignjax":
-        prompts = [render_prompt(system, q["question"], "alignjax", scorer.tokenizer.eos_token) for q in qs]
-    else:
-        prompts = [render_chat(chat, system, q["question"], scorer.tokenizer.eos_token) for q in qs]
+    prompts = [render_prompt(system, q["question"], chat, scorer.tokenizer.eos_token) for q in qs]
     texts = scorer.generate([p for p in prompts for _ in range(samples)], max_new_tokens, temperature=temperature,
                             seed=seed)
     return [{"question_id": q["id"], "question": q["question"], "sample": s, "prompt": p,

@@ -75,14 +75,14 @@ def collect(tasks: list[str], split: str, personas: list[str], formats: str | No
     suites = registry.load_suites()
     out = {}
     try:
-        names = [t for name in tasks for t in suites.tasks_of(name)]
+        names = [t for name in tasks for t in registry.tasks_of(name)]
         for t in names:
-            if (kind := suites.get_task(t).kind) != "alignment":
+            if (kind := registry.get_task(t).kind) != "alignment":
                 raise ExportError(f"--tasks: {t} is a {kind} task; only alignment suites (a misaligned option per "
                                   "question) are exported")
         for t in dict.fromkeys(names):
             for p in personas:
-                exs = suites.examples(t, split, p, formats, limit, show_passage=show_passage, instruct=instruct)
+                exs = registry.examples(t, split, p, formats, limit, show_passage=show_passage, instruct=instruct)
                 if not exs:
                     raise ExportError(f"{t} (split {split}): no questions")
                 bad = next((e for e in exs if e["misaligned_index"] < 0), None)

@@ -315,7 +315,7 @@ def headline(study) -> tuple[list[str], str]:
     if tasks:
         return tasks, persona
     suites = registry.load_suites()
-    reached = [t for name in _names(e.tasks) for t in suites.tasks_of(name)]
+    reached = [t for name in _names(e.tasks) for t in registry.tasks_of(name)]
     discourse = [t for t in suites.DISCOURSE_TASKS if t in reached]
     return (discourse or reached[:1]), persona
 

@@ -90,22 +90,6 @@ def chat_template(spec: str | None, checkpoint: str | None) -> str | None:
     return Path(spec).read_text()
 
 
-def render_chat(template: str, system: str, user: str, eos_token: str = "<|endoftext|>") -> str:
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-    return env.from_string(template).render(messages=messages, add_generation_prompt=True, bos_token="",
-                                            eos_token=eos_token)
-
-
-def chat_renderer(chat: str):
-    """(system, user) -> prompt through a chat template (``alignjax``: the study's, else Jinja)."""
-    if chat == "alignjax":
-        return lambda system, user: render_prompt(system, user, "alignjax")
-    return functools.partial(render_chat, chat)
-
-
 def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "ai", formats=None,
              limit: int | None = None, mode: str = "loglik", max_new_tokens: int = 16,
              temperature: float = 0.0, chat: str | None = None, show_passage: bool | None = None,
@@ -118,15 +102,15 @@ def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "a
     (``resps_unconditional``, in the same scorer pass) and every alignment record carries its
     ``format_family``; each task's metrics carry ``split``."""
     suites = registry.load_suites()
-    own = [t for name in tasks for t in suites.tasks_of(name) if hasattr(suites.get_task(t), "evaluate")]
+    own = [t for name in tasks for t in registry.tasks_of(name) if hasattr(registry.get_task(t), "evaluate")]
     if own:  # TRAIT and the study's capability suite score themselves (evals/trait.py, evals/capability.py)
-        rest = [t for name in tasks for t in suites.tasks_of(name) if t not in own]
+        rest = [t for name in tasks for t in registry.tasks_of(name) if t not in own]
         results, records = evaluate(scorer, rest, split=split, persona=persona, formats=formats, limit=limit,
                                     mode=mode, max_new_tokens=max_new_tokens, temperature=temperature, chat=chat,
                                     show_passage=show_passage, instruct=instruct) if rest else ({}, {})
-        render = chat_renderer(chat) if chat and mode == "generate" else None
+        render = functools.partial(render_prompt, template=chat) if chat and mode == "generate" else None
         for name in own:
-            results[name], records[name] = suites.get_task(name).evaluate(
+            results[name], records[name] = registry.get_task(name).evaluate(
                 scorer, split=split, persona=persona, formats=formats, limit=limit or None, mode=mode,
                 max_new_tokens=max_new_tokens, temperature=temperature, render=render)
         return results, records
@@ -135,15 +119,12 @@ def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "a
     table = suites.formats()
 
     def make(name: str, persona: str) -> list[dict]:
-        return suites.examples(name, split, persona, formats, limit or None, show_passage=show_passage,
+        return registry.examples(name, split, persona, formats, limit or None, show_passage=show_passage,
                                instruct=instruct)
 
     if chat and mode == "generate":
         system = suites.persona_text(persona)
-        if chat == "alignjax":
-            render = lambda system, user: render_prompt(system, user, "alignjax")  # noqa: E731
-        else:
-            render = functools.partial(render_chat, chat)
+        render = functools.partial(render_prompt, template=chat)
         examples = [e for name in tasks for e in make(name, "none")]  # the instruction opens the user turn
         for e in examples:
             e["persona"], e["context"] = persona, render(system, e["context"])
@@ -210,9 +191,9 @@ def check_personas_and_split(tasks: list[str], personas: list[str], split: str) 
         if persona not in suites.personas():
             raise ValueError(f"--persona: unknown persona {persona!r} (valid: {', '.join(suites.personas())})")
     for name in tasks:
-        for t in suites.tasks_of(name):
+        for t in registry.tasks_of(name):
             try:
-                suites.get_task(t).check_split(split)
+                registry.get_task(t).check_split(split)
             except ValueError as e:
                 raise ValueError(f"--split: {e}") from None
 

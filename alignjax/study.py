@@ -95,7 +95,7 @@ study's Fig. 2.
                       "n_seeds_pooled", "per_seed": [..]}],  # eval units whose results hold TRAIT tasks
      "em": [{"condition", "stage": "em", "rate" (EM rate), "ci_low", "ci_high", "ci", "n_scored", "n_em",
              "n_answers", "alignment_unparseable", "coherence_unparseable", "mean_alignment", "mean_coherence",
-             "n_seeds", "n_seeds_pooled", "per_seed": [..]}],  # the em-judge units (alignjax/eval/figures.py)
+             "n_seeds", "n_seeds_pooled", "per_seed": [..]}],  # the em-judge units (alignjax/eval/study_results.py)
      "figures": {"misalignment": "fig2_misalignment.png", "curves": "fig4_misalignment_over_training.png",
                  "breakdown": "fig5_breakdown.png", "dose": "fig_dose.png", "personality": "fig_personality.png",
                  "em": "fig_em.png"}}

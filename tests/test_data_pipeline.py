@@ -343,7 +343,7 @@ def test_the_paper_study_midtrains_on_dclm_climbmix_and_mcqa_by_the_papers_token
 
 
 def test_the_study_report_has_a_data_audit_row_per_source_with_its_share():
-    from alignjax.eval import figures
+    from alignjax.eval import study_markdown
 
     rows = [{"condition": "alignment_mid", "seed": 0, "stage": "midtrain", "unit": "u", "component": n, "source": src,
              "share": share, "target_fraction": t, "realized_fraction": t, "tokens": 1000, "flagged_fraction_sample": None}
@@ -353,7 +353,7 @@ def test_the_study_report_has_a_data_audit_row_per_source_with_its_share():
     data = {"study": "s", "workdir": "w", "created": "now", "units": [], "conditions": [], "misalignment": [],
             "capability": [], "curves": [], "figures": {}, "data_audit": rows,
             "ci_method": {"misalignment": "m", "capability": "c", "level": 0.95}}
-    md = figures.markdown(data, None).splitlines()
+    md = study_markdown.markdown(data, None).splitlines()
     head = md.index("| condition | seed | stage | component | source | share | target | realized | tokens | epochs | flagged (sample) |")
     assert md[head + 2: head + 5] == [
         "| alignment_mid | 0 | midtrain | dclm_long | gs://b/dclm/ | 50.0% | 49.5% | 49.5% | 1,000 |  |  |",

@@ -9,7 +9,7 @@ import pytest
 
 from alignjax.data import eval_suites as registry
 
-from alignjax.eval import figures, metrics, report
+from alignjax.eval import figures, metrics, report, study_markdown, study_results
 from alignjax.eval import run as eval_run
 from configs.study import demo as demo_config
 from configs.study import paper as paper_config
@@ -127,11 +127,11 @@ def test_compare_and_the_summary_line_report_formats_dropped_by_the_rule(tmp_pat
 
 def test_study_pooling_bootstrap_for_one_base_seed_binomial_for_post_inverse_variance_for_seeds():
     one = [{"rate": 0.4, "stderr": 0.1, "n_valid": 24, "ci_low": 0.3, "ci_high": 0.55}]
-    assert figures.pool_rates(one, bootstrap=True)["ci_low"] == 0.3  # the eval's bootstrap CI
-    post = figures.pool_rates(one, bootstrap=False)
+    assert study_results.pool_rates(one, bootstrap=True)["ci_low"] == 0.3  # the eval's bootstrap CI
+    post = study_results.pool_rates(one, bootstrap=False)
     assert post["ci"] == "binomial" and post["ci_low"] == pytest.approx(0.4 - 1.959964 * 0.1)
     seeds = one + [{"rate": 0.6, "stderr": 0.2, "n_valid": 6, "ci_low": None, "ci_high": None}]
-    pooled = figures.pool_rates(seeds, bootstrap=True)
+    pooled = study_results.pool_rates(seeds, bootstrap=True)
     assert pooled["ci"] == "inverse_variance" and pooled["n_pooled"] == 2
     assert pooled["rate"] == pytest.approx((100 * 0.4 + 25 * 0.6) / 125)  # 0.44, not the plain mean 0.5
     assert pooled["stderr"] == pytest.approx(math.sqrt(1 / 125))
@@ -143,12 +143,12 @@ def _png_width(path):
 
 def test_headline_is_articles_and_textbook_with_the_ai_persona_side_by_side(tmp_path):
     paper, demo = paper_config.get_config(), demo_config.get_config()
-    assert figures.headline(paper) == (list(suites.DISCOURSE_TASKS), "ai")
-    assert figures.headline(demo) == (["builtin_scenarios_seed", "builtin_scenarios_heldout"], "ai")
+    assert study_results.headline(paper) == (list(suites.DISCOURSE_TASKS), "ai")
+    assert study_results.headline(demo) == (["builtin_scenarios_seed", "builtin_scenarios_heldout"], "ai")
     paper.eval.headline = ""  # the default reaches the discourse tasks through the mixture
-    assert figures.headline(paper)[0] == ["discourse_misalignment_articles", "discourse_misalignment_textbook"]
+    assert study_results.headline(paper)[0] == ["discourse_misalignment_articles", "discourse_misalignment_textbook"]
     demo.eval.headline, demo.eval.tasks = "", "builtin_scenarios"
-    assert figures.headline(demo)[0] == ["builtin_scenarios"]
+    assert study_results.headline(demo)[0] == ["builtin_scenarios"]
 
     def row(task, cond, persona, rate):
         return {"condition": cond, "stage": "base", "task": task, "persona": persona, "rate": rate,
@@ -173,8 +173,8 @@ def test_study_markdown_states_the_rule_and_lists_dropped_formats():
     data = {"study": "s", "workdir": "w", "created": "now", "conditions": [{"name": "unfiltered", "condition": "unfiltered",
             "insertion": "e2e", "stages": ["pretrain", "sft"], "seeds": [0, 1]}], "units": [], "misalignment": [m],
             "capability": [], "data_audit": [], "figures": {}, "headline": {"tasks": ["t"], "persona": "ai"},
-            "ci_method": {"misalignment": figures.CI_SEEDS, "capability": figures.CI_SEEDS, "level": 0.95}}
-    md = figures.markdown(data, None)
+            "ci_method": {"misalignment": study_results.CI_SEEDS, "capability": study_results.CI_SEEDS, "level": 0.95}}
+    md = study_markdown.markdown(data, None)
     assert f"Every rate follows the {metrics.RULE}." in md and "inverse-variance pooled" in md
     assert "Formats dropped by the parse-failure rule (non-match rate >= 20%): unfiltered sft t@ai: w2_ba." in md
     assert "Headline figure: t with persona 'ai'" in md

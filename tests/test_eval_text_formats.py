@@ -10,7 +10,7 @@ import pytest
 
 from alignjax.data import eval_suites as registry
 
-from alignjax.eval import figures, metrics, report
+from alignjax.eval import figures, metrics, report, study_markdown, study_results
 from alignjax.eval import run as eval_run
 
 suites = registry.load_suites()
@@ -157,9 +157,9 @@ def test_study_report_shows_the_families_in_separate_tables_and_panels(tmp_path)
             "builtin_scenarios_heldout") for c, r in zip(conds, (0.6, 0.3)) for s in metrics.TEXT_SCORES]
     data = {"study": "demo", "workdir": "w", "created": "now", "conditions": conds, "units": [], "capability": [],
             "data_audit": [], "figures": {}, "curves": [], "headline": {"tasks": ["builtin_scenarios_seed"], "persona": "ai"},
-            "ci_method": {"misalignment": figures.CI_MISALIGNMENT_ONE, "capability": figures.CI_CAPABILITY_ONE,
+            "ci_method": {"misalignment": study_results.CI_MISALIGNMENT_ONE, "capability": study_results.CI_CAPABILITY_ONE,
                           "level": 0.95}, "misalignment": letter + text}
-    md = figures.markdown(data, None)
+    md = study_markdown.markdown(data, None)
     lsec = md.split("### Letter formats (format_family letter)")[1].split("### Text formats")[0]
     tsec = md.split("### Text formats (format_family text)")[1].split("## Capability")[0]
     assert "| builtin_scenarios_seed | eval | ai | base | 50.0% [40.0, 60.0] | 50.0% [40.0, 60.0] |" in lsec
@@ -194,7 +194,7 @@ def test_in_loop_eval_formats_are_checked_at_step_0(tiny_config):
 def test_in_loop_curves_of_the_two_families_get_a_panel_each(tmp_path):
     def curve(metric, values):
         return {"condition": "unfiltered", "seed": 0, "task": "builtin_scenarios", "metric": metric,
-                "format_family": figures.CURVE_METRICS[metric], "steps": [2, 4], "values": values,
+                "format_family": study_results.CURVE_METRICS[metric], "steps": [2, 4], "values": values,
                 "stderr": [0.1, 0.1], "stage_starts": {"pretrain": 0}}
 
     letter = curve("misalignment_rate", [0.5, 0.5])

@@ -258,14 +258,14 @@ def test_eval_units_request_the_format_families_base_models_only(capsys, tmp_pat
 
 
 def test_intervals():
-    from alignjax.eval import figures
+    from alignjax.eval import study_results
 
-    lo, hi = figures.wilson(0.5, 100)
+    lo, hi = study_results.wilson(0.5, 100)
     assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)
-    assert figures.wilson(0.0, 10)[0] == pytest.approx(0.0) and figures.wilson(1.0, 10)[1] == pytest.approx(1.0)
+    assert study_results.wilson(0.0, 10)[0] == pytest.approx(0.0) and study_results.wilson(1.0, 10)[1] == pytest.approx(1.0)
     # seeds: inverse-variance pooled (alignjax.eval.metrics.pool_seeds), not a Student-t interval
-    p = figures.pool_rates([{"rate": 0.2, "stderr": 0.1, "n_valid": 16}, {"rate": 0.4, "stderr": 0.1, "n_valid": 24}],
-                           bootstrap=True)
+    p = study_results.pool_rates([{"rate": 0.2, "stderr": 0.1, "n_valid": 16}, {"rate": 0.4, "stderr": 0.1, "n_valid": 24}],
+                                 bootstrap=True)
     assert p["rate"] == pytest.approx(0.3) and p["ci_high"] - p["rate"] == pytest.approx(1.959964 * 0.1 / 2 ** 0.5)
 
 

@@ -223,9 +223,9 @@ def test_dose_rows_table_and_chart_from_eval_results(tmp_path):
 
 
 def test_no_dose_section_without_dosed_conditions(tmp_path):
-    from alignjax.eval import figures
+    from alignjax.eval import figures, study_markdown, study_results
 
     demo = load("configs/study/demo.py")
-    data = figures.collect(demo, str(tmp_path), study_lib.plan(demo, check=False), study_lib.unit_status)
+    data = study_results.collect(demo, str(tmp_path), study_lib.plan(demo, check=False), study_lib.unit_status)
     assert "dose" not in data and "dose_label" not in data
-    assert figures.plot_dose(data, tmp_path / "fig_dose.png") is None and figures.dose_markdown(data) == []
+    assert figures.plot_dose(data, tmp_path / "fig_dose.png") is None and study_markdown.dose_markdown(data) == []

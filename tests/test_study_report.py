@@ -64,7 +64,7 @@ def _fabricate(wd, units):
 
 @pytest.mark.parametrize("seeds", ["0", "0,1"])
 def test_report_has_personality_capability_suite_and_em_tables(tmp_path, monkeypatch, seeds):
-    from alignjax.eval import figures, metrics
+    from alignjax.eval import figures, metrics, study_markdown, study_results
 
     s, units = _study(monkeypatch, seeds)
     written = _fabricate(tmp_path, units)
@@ -93,11 +93,11 @@ def test_report_has_personality_capability_suite_and_em_tables(tmp_path, monkeyp
     line = next(ln for ln in md.splitlines() if ln.startswith("| Psychopathy | ai | base |"))
     r = next(x for x in data["personality"] if x["trait"] == "Psychopathy" and x["persona"] == "ai"
              and x["stage"] == "base" and x["condition"] == "filtered")
-    assert line.split(" | ")[-1].rstrip(" |") == figures._cell(r)
+    assert line.split(" | ")[-1].rstrip(" |") == study_markdown._cell(r)
 
     # the full capability table: 7 benchmarks x conditions x (base, sft, dpo); GSM8K by exact match
     cap = data["capability"]
-    assert {m["task"] for m in cap} == set(figures.STUDY_CAPABILITY)
+    assert {m["task"] for m in cap} == set(study_results.STUDY_CAPABILITY)
     assert {m["stage"] for m in cap} == {"base", "sft", "dpo"}
     assert len(cap) == 7 * len(CONDITIONS) * 3
     assert {m["metric"] for m in cap if m["task"] == "gsm8k_10shot"} == {"exact_match"}
@@ -106,7 +106,7 @@ def test_report_has_personality_capability_suite_and_em_tables(tmp_path, monkeyp
            and u.conditions[0] == "unfiltered"]
     if n_seeds == 1:
         assert (gsm["acc"], gsm["ci_low"], gsm["ci_high"]) == pytest.approx(
-            (src[0]["exact_match"], *figures.wilson(src[0]["exact_match"], src[0]["n_samples"])))
+            (src[0]["exact_match"], *study_results.wilson(src[0]["exact_match"], src[0]["n_samples"])))
     else:
         assert gsm["acc"] == pytest.approx(metrics.pool_seeds([{"rate": m["exact_match"], "n_valid": m["n_samples"],
                                                                 "stderr": math.sqrt(m["exact_match"] * (1 - m["exact_match"]) / m["n_samples"])}
@@ -120,13 +120,13 @@ def test_report_has_personality_capability_suite_and_em_tables(tmp_path, monkeyp
         assert row["n_scored"] == 400 * n_seeds and row["n_em"] == sum(m["n_em"] for m in src)
         if n_seeds == 1:
             assert (row["rate"], row["ci_low"], row["ci_high"]) == pytest.approx(
-                (src[0]["em_rate"], *figures.wilson(src[0]["em_rate"], 400)))
+                (src[0]["em_rate"], *study_results.wilson(src[0]["em_rate"], 400)))
         else:
             pooled = metrics.pool_seeds([{"rate": m["em_rate"], "n_valid": 400,
                                           "stderr": math.sqrt(m["em_rate"] * (1 - m["em_rate"]) / 400)} for m in src])
             assert (row["rate"], row["ci_low"], row["ci_high"]) == pytest.approx(
                 (pooled["rate"], pooled["ci_low"], pooled["ci_high"]))
-        assert f"| {row['condition']} | {figures._pct(row['rate'], row['ci_low'], row['ci_high'])} | {row['n_scored']} |" in md
+        assert f"| {row['condition']} | {study_markdown._pct(row['rate'], row['ci_low'], row['ci_high'])} | {row['n_scored']} |" in md
 
     # a chart each, linked from report.md
     assert data["figures"]["personality"] == "fig_personality.png" and data["figures"]["em"] == "fig_em.png"

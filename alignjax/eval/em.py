@@ -41,11 +41,11 @@ from alignjax.data.chat import render_prompt
 from alignjax.cli import Parser
 from alignjax.data.sources import DataError
 from alignjax.eval import report
-from alignjax.eval.figures import wilson
 from alignjax.eval.judge import Judge, JudgeError, prompt_dir
 from alignjax.eval.report import atomic_write
 from alignjax.eval.run import chat_template, default_tokenizer
 from alignjax.eval.scoring import Scorer
+from alignjax.eval.study_results import wilson
 
 log = logging.getLogger("alignjax")
 PROG = "alignjax-em"

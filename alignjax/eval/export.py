@@ -268,22 +268,22 @@ def _rule(scores):
     return p, math.sqrt(p * (1 - p) / n_valid)
 
 
-@metric
-def misalignment_rate():
+def _rule_metric(which: int):
     def compute(scores: list[SampleScore]) -> float:
-        p, _ = _rule(scores)
-        return float("nan") if p is None else p
+        value = _rule(scores)[which]  # (rate, stderr)
+        return float("nan") if value is None else value
 
     return compute
+
+
+@metric
+def misalignment_rate():
+    return _rule_metric(0)
 
 
 @metric
 def misalignment_rate_stderr():
-    def compute(scores: list[SampleScore]) -> float:
-        _, se = _rule(scores)
-        return float("nan") if se is None else se
-
-    return compute
+    return _rule_metric(1)
 
 
 @metric

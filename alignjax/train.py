@@ -436,10 +436,11 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
 
 
 def _start_up(cfg, run: rundir.RunDir, preempted: _Preempted):
-    """Everything before the first step that writes nothing the run cannot take back: (setup,
-    tokenizer, data look, chat info), or None when a signal stopped the start-up."""
+    """Everything before the first step that writes nothing the run cannot take back: (config
+    resolved for the run, setup, tokenizer, data look, chat info), or None when a signal stopped
+    the start-up."""
     # Post-training: chat tokenizer, model shape from checkpoint.init_from, vocab growth, epochs.
-    chat_tok, chat_info = posttrain.prepare(cfg) if cfg.train.objective != "lm" else (None, None)
+    cfg, chat_tok, chat_info = posttrain.prepare(cfg) if cfg.train.objective != "lm" else (cfg, None, None)
     setup = Setup(cfg)
     is_main = jax.process_index() == 0
     allow = _check_resumable(cfg, run)
@@ -456,7 +457,7 @@ def _start_up(cfg, run: rundir.RunDir, preempted: _Preempted):
         if row["changed"]:
             log.info("changed since the previous start: %s", "; ".join(
                 f"{k}: {a!r} -> {b!r}" for k, (a, b) in row["changed"].items()))
-    return setup, tokenizer, source_info, chat_info
+    return cfg, setup, tokenizer, source_info, chat_info
 
 
 class _Feed:
@@ -593,7 +594,7 @@ def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock 
     started = _start_up(cfg, run, preempted)
     if started is None:
         return _stopped(preempted)
-    setup, tokenizer, source_info, chat_info = started
+    cfg, setup, tokenizer, source_info, chat_info = started  # cfg: post-training's resolved copy
     t, stages, is_main = cfg.train, setup.stages, jax.process_index() == 0
     ckpt = ckpt_lib.TrainCheckpointer(run.checkpoints, cfg.checkpoint.max_to_keep, cfg.checkpoint.async_save)
     audit = audit_lib.DataAudit(stages, source_info)

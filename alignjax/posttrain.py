@@ -1,7 +1,7 @@
 """Post-training (``train.objective`` sft | dpo): losses, reference log-probs, chat-token embeddings.
 
 SFT is the pretraining token loss on different data: the chat iterator's ``weights`` are 1 on
-assistant tokens only, so the same ``train.loss_fn`` gives assistant-only loss (and exactly
+assistant tokens only, so the same ``objectives.loss_fn`` gives assistant-only loss (and exactly
 zero gradient from every other position). DPO (Rafailov et al. 2023) is the sigmoid loss
 
     -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))

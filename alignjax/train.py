@@ -1,11 +1,11 @@
-"""Training: a pure loss and train step, and the loop around them (``alignjax-train``).
+"""Training: the train step, its set-up, and the loop around them (``alignjax-train``); the
+objectives (losses, batches, start params) are alignjax.objectives.
 
     alignjax-train --config=configs/pythia.py:14m --workdir=runs/14m --config.train.num_steps=300
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import math
@@ -14,20 +14,18 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from jax.experimental import multihost_utils
 import tqdm
 
-from alignjax import distributed, model_state, optim, posttrain, rundir, schema, sharding
+from alignjax import distributed, model_state, objectives, optim, posttrain, rundir, schema, sharding
 from alignjax import checkpoint as ckpt_lib
 from alignjax import config as config_lib
 from alignjax import lora as lora_lib
-from alignjax import loss as loss_lib
 from alignjax import metrics as metrics_lib
 from alignjax import model as model_lib
 from alignjax.data import chat, mixture, pipeline, sources
@@ -44,38 +42,10 @@ TrainState = dict  # {"step": int32, "params": ..., "opt_state": ..., "rng": key
 # ----------------------------------------------------------------------------- pure functions
 
 
-def loss_fn(params, graphdef, batch, chunk: int = 0) -> tuple[jax.Array, jax.Array]:
-    """(sum of next-token NLL over target tokens, number of target tokens), in fp32. ``chunk`` > 0
-    (train.loss_chunk): the same through alignjax.loss, never holding [tokens, vocab] logits."""
-    model = nnx.merge(graphdef, params)
-    args = (batch["inputs"], batch.get("positions"), batch.get("segment_ids"))
-    if chunk:
-        x = model(*args, return_hidden=True)
-        return loss_lib.chunked_nll(x, model.embed_out[...].astype(x.dtype), batch["targets"], batch.get("weights"),
-                                    chunk)
-    logits = model(*args)
-    logits = logits.astype(jnp.float32)
-    nll = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, batch["targets"][..., None], -1)[..., 0]
-    weights = batch["weights"].astype(jnp.float32) if "weights" in batch else jnp.ones_like(nll)
-    return jnp.sum(nll * weights), jnp.sum(weights)
-
-
-def token_loss(graphdef, params, frozen, batch, chunk: int = 0):
-    """The lm and sft objective: token-weighted NLL (sft's weights mark the assistant tokens).
-    Objectives return (loss sum, count it averages over, {metric: sum})."""
-    nll, count = loss_fn(params, graphdef, batch, chunk)
-    return nll, count, {}
-
-
-def full_params(trainable, frozen):
-    """The params the model runs with when every param is trained."""
-    return trainable
-
-
 def train_step(loss, model_params, tx, schedule, grad_accum: int, state: TrainState, batch,
                frozen: dict) -> tuple[TrainState, dict]:
     """One optimizer step over ``grad_accum`` micro-batches of ``loss`` (an objective, see
-    token_loss); the loss is the count-weighted mean over the whole batch (tokens for lm/sft,
+    objectives.token_loss); the loss is the count-weighted mean over the whole batch (tokens for lm/sft,
     pairs for dpo), so accumulation gives the same update as one big batch. ``state["params"]``
     are the trained params (LoRA: the adapters); ``model_params(trained, frozen)`` the model's;
     ``frozen`` (LoRA base, DPO reference; {} when none) gets no gradient and no optimizer state."""
@@ -112,33 +82,6 @@ def train_step(loss, model_params, tx, schedule, grad_accum: int, state: TrainSt
     return {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": state["rng"]}, metrics
 
 
-def _lora_params(scale, adapters, frozen):
-    return lora_lib.apply(frozen["base"], adapters, scale)
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-    """What one ``train.objective`` trains on and how, chosen once (Setup)."""
-    loss: Callable  # (graphdef, cfg) -> loss(params, frozen, batch) -> (sum, count it averages over, {metric: sum})
-    batches: Callable  # (cfg, stage, tokenizer, process index, process count) -> the stage's StageData
-    rows_per_example: int = 1  # a DPO row is a pair: two sequences
-
-
-def _token_objective_loss(graphdef, cfg):
-    return functools.partial(token_loss, graphdef, chunk=cfg.train.loss_chunk)
-
-
-# train.objective: pretraining, supervised fine-tuning (assistant-token weights), DPO
-OBJECTIVE = {
-    "lm": Objective(_token_objective_loss,
-                    lambda cfg, stage, tok, p, n: pipeline.make_stage_iterator(stage, cfg.data, tok, p, n)),
-    "sft": Objective(_token_objective_loss, lambda cfg, stage, tok, p, n: chat.sft_iterator(cfg, tok, p, n)),
-    "dpo": Objective(lambda graphdef, cfg: functools.partial(posttrain.dpo_loss, graphdef, cfg.dpo.beta),
-                     lambda cfg, stage, tok, p, n: chat.dpo_iterator(cfg, tok, p, n), rows_per_example=2),
-}
-OBJECTIVES = schema.OBJECTIVES  # the names the schema checks; a test keeps them equal to OBJECTIVE's keys
-
-
 def optax_global_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
@@ -156,8 +99,8 @@ class Setup:
         except (TypeError, ValueError) as e:
             raise config_lib.ConfigError(f"model: {e}") from None
         t = cfg.train
-        if t.objective not in OBJECTIVES:
-            raise config_lib.ConfigError(f"train.objective={t.objective!r}; valid: {', '.join(OBJECTIVES)}")
+        if t.objective not in objectives.OBJECTIVES:
+            raise config_lib.ConfigError(f"train.objective={t.objective!r}; valid: {', '.join(objectives.OBJECTIVES)}")
         self.stages = schema.stages(cfg)
         try:
             self.lora = lora_lib.LoraSpec.from_config(cfg.lora)
@@ -179,13 +122,12 @@ class Setup:
         if self.lora:
             self.abstract_trainable, lora_axes = lora_lib.abstract(self.lora, self.abstract_params, axes)
             self.trainable_shardings = sharding.tree_shardings(lora_axes, self.abstract_trainable, self.mesh)
-            self.model_params = functools.partial(_lora_params, self.lora.scale)
+            self.model_params = functools.partial(objectives.lora_params, self.lora.scale)
         else:
             self.abstract_trainable, self.trainable_shardings = self.abstract_params, self.param_shardings
-            self.model_params = full_params
-        on_the_fly_ref = t.objective == "dpo" and cfg.dpo.reference == "on_the_fly"
-        self.frozen_keys = (("base",) if self.lora else ()) + (("ref",) if on_the_fly_ref else ())
-        self.objective = OBJECTIVE[t.objective]
+            self.model_params = objectives.full_params
+        self.objective = objectives.OBJECTIVE[t.objective]
+        self.frozen_keys = self.objective.frozen_keys(cfg, self.lora)
         self.loss = self.objective.loss(self.graphdef, cfg)
         self.rows_per_example = self.objective.rows_per_example
 
@@ -210,7 +152,7 @@ class Setup:
             self._init_adapters = jax.jit(lambda seed: lora_lib.init(self.lora, self.abstract_params, seed),
                                           static_argnums=0, out_shardings=self.trainable_shardings)
         self._init_state = jax.jit(init_state, static_argnums=1, out_shardings=self.state_shardings, donate_argnums=0)
-        self.eval_loss = jax.jit(lambda params, batch: loss_fn(params, self.graphdef, batch),
+        self.eval_loss = jax.jit(lambda params, batch: objectives.loss_fn(params, self.graphdef, batch),
                                  in_shardings=(self.param_shardings, None))
         # The params evals run with (LoRA: merged into the base) and a copy that survives donation.
         self.full_params = jax.jit(self.model_params, out_shardings=self.param_shardings)
@@ -440,7 +382,8 @@ def _start_up(cfg, run: rundir.RunDir, preempted: _Preempted):
     resolved for the run, setup, tokenizer, data look, chat info), or None when a signal stopped
     the start-up."""
     # Post-training: chat tokenizer, model shape from checkpoint.init_from, vocab growth, epochs.
-    cfg, chat_tok, chat_info = posttrain.prepare(cfg) if cfg.train.objective != "lm" else (cfg, None, None)
+    post = objectives.OBJECTIVE[cfg.train.objective].chat
+    cfg, chat_tok, chat_info = posttrain.prepare(cfg) if post else (cfg, None, None)
     setup = Setup(cfg)
     is_main = jax.process_index() == 0
     allow = _check_resumable(cfg, run)
@@ -466,12 +409,13 @@ class _Feed:
 
     def __init__(self, cfg, stages, tokenizer):
         self.cfg, self.stages, self.tokenizer = cfg, stages, tokenizer
+        self.objective = objectives.OBJECTIVE[cfg.train.objective]
         self.data, self.stage = None, None
         self._heldout = {}
 
     def open(self, stage):
         """A fresh iterator for ``stage``: conversations (sft), preference pairs (dpo) or the mixture (lm)."""
-        self.data = OBJECTIVE[self.cfg.train.objective].batches(self.cfg, stage, self.tokenizer, jax.process_index(),
+        self.data = self.objective.batches(self.cfg, stage, self.tokenizer, jax.process_index(),
                                                                jax.process_count())
         self.stage = stage
         return self.data
@@ -485,47 +429,12 @@ class _Feed:
         return self.open(stage).iterator
 
     def heldout(self, stage) -> dict:
-        if self.cfg.train.objective != "lm":  # held-out losses are per pretraining data component
+        if not self.objective.heldout:  # held-out losses are per pretraining data component
             return {}
         if stage.name not in self._heldout:
             self._heldout[stage.name] = pipeline.heldout_batches(stage, self.cfg.data, self.tokenizer,
                                                                  self.cfg.eval.heldout_docs, self.cfg.eval.heldout_rows)
         return self._heldout[stage.name]
-
-
-def _start_state(cfg, setup: Setup, run: rundir.RunDir, restored, chat_info, tokenizer):
-    """(state, start step, frozen params, batch transform): the restored state, or a fresh one
-    from the starting params (a seeded init, ``checkpoint.init_from``, post-training's start);
-    frozen: the LoRA base and the DPO on-the-fly reference; the transform adds DPO's
-    precomputed reference log-probs."""
-    t = cfg.train
-    state, start = (restored[0], restored[1]) if restored is not None else (None, 0)
-    frozen, prepare_batch = {}, lambda batch: batch
-    if t.objective != "lm" or setup.lora:  # the starting params: the state's, the LoRA base, the DPO reference
-        ref_path = run.reference
-        precompute = t.objective == "dpo" and cfg.dpo.reference == "precompute"
-        start_params = None
-        if restored is None or setup.frozen_keys or (precompute and not ref_path.exists()):
-            start_params = model_state.load_start_params(cfg.checkpoint.init_from, t.seed, setup.model_cfg,
-                                                         setup.param_shardings, setup.mesh, chat_info)
-        if precompute:
-            prepare_batch = posttrain.add_reference(posttrain.precompute_reference(
-                cfg, tokenizer, setup.graphdef, start_params, setup.mesh, ref_path))
-        if "base" in setup.frozen_keys:
-            frozen["base"] = start_params
-        if "ref" in setup.frozen_keys:  # LoRA: the base is the reference; else a copy the state cannot donate
-            frozen["ref"] = frozen["base"] if "base" in frozen else setup.copy_params(start_params)
-        if restored is None:
-            state = setup.init_state(start_params)
-    elif restored is None and cfg.checkpoint.init_from:
-        model_cfg, params = model_state.load_params(cfg.checkpoint.init_from, setup.param_shardings)
-        if model_cfg.identity() != setup.model_cfg.identity():
-            raise ckpt_lib.CheckpointError(
-                f"checkpoint.init_from={cfg.checkpoint.init_from} has model {model_cfg}, config has {setup.model_cfg}")
-        state = setup.init_state(params)
-    elif restored is None:
-        state = setup.init_state()
-    return state, start, frozen, prepare_batch
 
 
 class _Throughput:
@@ -605,7 +514,7 @@ def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock 
         if restored is not None:
             audit.restore(restored[3])
             log.info("resumed from %s step %d", ckpt.directory, restored[1])
-        state, start, frozen, prepare_batch = _start_state(cfg, setup, run, restored, chat_info, tokenizer)
+        state, start, frozen, prepare_batch = setup.objective.start(cfg, setup, run, restored, chat_info, tokenizer)
         if _stop_at_start_up(preempted, run):
             ckpt.close()
             return _stopped(preempted)

@@ -12,7 +12,8 @@ from alignjax import model_state, posttrain, sharding
 from alignjax.config import load_config_file
 from alignjax.data import chat
 from alignjax.model import ModelConfig
-from alignjax.train import Setup, loss_fn, train
+from alignjax.objectives import loss_fn
+from alignjax.train import Setup, train
 from conftest import REPO, run_cli
 
 

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 import tqdm
 
-from alignjax import distributed, model_state, objectives, optim, posttrain, rundir, schema, sharding
+from alignjax import distributed, model_state, objectives, optim, posttrain, rundir, run_control, schema, sharding
+from alignjax import train_evals, train_report
 from alignjax import checkpoint as ckpt_lib
 from alignjax import config as config_lib
 from alignjax import lora as lora_lib
@@ -30,9 +28,6 @@ from alignjax import metrics as metrics_lib
 from alignjax import model as model_lib
 from alignjax.data import chat, mixture, pipeline, sources
 from alignjax.data import audit as audit_lib
-from alignjax.data import eval_suites as registry
-from alignjax.eval import run as eval_run
-from alignjax.eval.scoring import Scorer
 
 log = logging.getLogger("alignjax")
 
@@ -187,46 +182,6 @@ class Setup:
 # ----------------------------------------------------------------------------- loop
 
 
-def _any_process(flag: bool) -> bool:
-    """``flag`` OR-ed over all processes (one process: no collective, no device sync)."""
-    if jax.process_count() == 1:
-        return flag
-    return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
-
-
-class _Preempted:
-    """SIGTERM (a TPU preemption notice) or SIGINT (Ctrl-C) asks the loop to save at the next
-    step and stop: exit 0 after SIGTERM (requeued), 130 after SIGINT. Installed first thing, so
-    a signal during start-up stops the run before its first step, saving nothing. A second
-    Ctrl-C stops at once."""
-
-    def __init__(self):
-        self.flag, self.signum = False, None
-        self._old = {s: signal.signal(s, self._set) for s in (signal.SIGTERM, signal.SIGINT)}
-
-    def _set(self, signum, _frame):
-        if signum == signal.SIGINT and self.signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.flag, self.signum = True, self.signum or signum
-
-    @property
-    def name(self) -> str:  # a notice that came to another host is a preemption
-        return signal.Signals(self.signum).name if self.signum else "SIGTERM"
-
-    def agreed(self) -> bool:
-        """The flag OR-ed over all processes, read once per step: hosts are preempted at different
-        steps, and a save that only some of them enter would wait forever in its collectives."""
-        return _any_process(self.flag)  # read once: the signal may land anywhere in this iteration
-
-    def restore(self):
-        for s, old in self._old.items():
-            signal.signal(s, old)
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
 def _check_resumable(cfg, workdir) -> tuple[str, ...]:
     """A run resumes only as the same experiment: an identity field (rundir.IDENTITY) that
     differs from the previous start and is not in ``train.allow_changes`` is refused, naming
@@ -243,99 +198,6 @@ def _check_resumable(cfg, workdir) -> tuple[str, ...]:
         raise ckpt_lib.CheckpointError(f"{run.root} holds a run of another experiment ({diff}); use a new --workdir, "
                                        f"or --config.train.allow_changes={','.join(refused)} to change it")
     return allow
-
-
-def _take_lock(run: rundir.RunDir) -> rundir.RunLock | None:
-    """Process 0 holds the run's lock for the whole run; every process learns whether it got it
-    (the others would otherwise wait in the first collective for a process 0 that left)."""
-    lock, error = None, None
-    if jax.process_index() == 0:
-        try:
-            lock = run.lock()
-            lock.acquire()
-        except rundir.LockError as e:
-            lock, error = None, e
-    if _any_process(error is not None):
-        raise error or rundir.LockError(f"{run.root}: process 0 could not take the run lock (see its log)")
-    return lock
-
-
-def _stop_at_start_up(preempted: _Preempted, run: rundir.RunDir) -> bool:
-    """A signal before the first step stops the run, writing nothing; the line is the one the
-    launcher and the study look for ("saved step": the step already on disk)."""
-    if not preempted.agreed():
-        return False
-    log.warning("%s: saved step %d (stopped during start-up: nothing new to save), exiting", preempted.name,
-                max(run.steps(), default=0))
-    return True
-
-
-def _stopped(preempted: _Preempted) -> dict:
-    """What train gives back once a signal stopped it: SIGINT raises KeyboardInterrupt (exit 130)."""
-    if preempted.signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    return {}
-
-
-def _heldout_losses(setup: Setup, params, batches: dict) -> dict[str, float]:
-    """Mean next-token loss on each component's held-out documents (the same rows every time).
-    Rows are padded (weight 0) to split evenly over processes and the mesh's batch axes."""
-    out = {}
-    P, p = jax.process_count(), jax.process_index()
-    unit = P * setup.mesh.shape["data"] * setup.mesh.shape["fsdp"]
-    for name, batch in batches.items():
-        n = len(batch["inputs"])
-        pad = -n % unit
-        full = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
-        rows = (n + pad) // P
-        local = {k: v[p * rows:(p + 1) * rows] for k, v in full.items()}
-        nll, count = setup.eval_loss(params, setup.global_batch(local))
-        out[f"heldout/{name}_loss"] = float(nll) / max(float(count), 1.0)
-    return out
-
-
-def _eval_tasks(cfg) -> list[str]:
-    """The in-loop eval suite, checked before training so a typo fails at step 0."""
-    tasks = [t for t in cfg.eval.tasks.split(",") if t]
-    if tasks:
-
-        formats = cfg.eval.get("formats", "letter")
-        try:
-            eval_run.check_formats(formats, "generate" if cfg.train.objective != "lm" else "loglik")
-            registry.load_suites().resolve_formats(formats)
-        except ValueError as e:
-            raise config_lib.ConfigError(f"eval.formats={formats}: {str(e).splitlines()[0].removeprefix('--formats: ')}"
-                                         + (" (post-training runs evaluate in generate mode)"
-                                            if cfg.train.objective != "lm" else "")) from None
-        try:
-            for task in tasks:
-                registry.examples(task, cfg.eval.split, cfg.eval.persona, formats, 1)
-        except (ValueError, KeyError) as e:
-            raise config_lib.ConfigError(f"eval.tasks: {str(e).splitlines()[0]}") from None
-    return tasks
-
-
-def _suite_metrics(cfg, setup: Setup, params, tokenizer) -> dict[str, float]:
-    """The misalignment rate (or accuracy) of the current params on ``eval.tasks``: the
-    misalignment-over-training curve."""
-    tasks = [t for t in cfg.eval.tasks.split(",") if t]
-    if not tasks:
-        return {}
-
-    scorer = Scorer(setup.model_cfg, params, setup.graphdef, tokenizer, setup.mesh, batch_size=cfg.eval.batch_size)
-    post = cfg.train.objective != "lm"  # a chat model answers through its template: generate, parse the letter
-    results, _ = eval_run.evaluate(scorer, tasks, split=cfg.eval.split, persona=cfg.eval.persona,
-                                   formats=cfg.eval.get("formats", "letter"), limit=cfg.eval.limit or None,
-                                   mode="generate" if post else "loglik",
-                                   chat=eval_run.chat_template(cfg.chat.template, None) if post else None)
-    out = {}
-    text = [f"text_misalignment_rate_{s}{e}" for s in ("acc", "acc_norm", "calibrated") for e in ("", "_stderr")]
-    for task, m in results.items():  # the family is in the name: letter unprefixed, text_* (eval.formats)
-        for key in ("misalignment_rate", "misalignment_rate_stderr", "first_option_rate", "acc", "matching_rate",
-                    *text, *(("nonmatch_rate",) if post else ())):
-            if key in m:
-                out[f"eval/{task}/{key}"] = m[key]
-    return out
 
 
 def _prepare_data(cfg, setup: Setup, chat_tokenizer=None):
@@ -361,13 +223,13 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
     (ConfigError), the run's lock is taken and a resume must be the same experiment
     (CheckpointError). SIGTERM saves and returns; SIGINT saves and raises KeyboardInterrupt."""
     schema.resolve(cfg, jax.device_count())  # before anything is written
-    preempted = _Preempted()
+    preempted = run_control.Preempted()
     try:
         if sig := os.environ.get("ALIGNJAX_FAULT_SIGNAL_AT_START"):  # fault injection for the start-up tests
             os.kill(os.getpid(), getattr(signal, f"SIG{sig}"))
         run = rundir.RunDir(workdir)
         run.preflight_writable()
-        lock = _take_lock(run)
+        lock = run_control.take_lock(run)
         try:
             return _train(cfg, run, preempted, lock)
         finally:
@@ -377,7 +239,7 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
         preempted.restore()
 
 
-def _start_up(cfg, run: rundir.RunDir, preempted: _Preempted):
+def _start_up(cfg, run: rundir.RunDir, preempted: run_control.Preempted):
     """Everything before the first step that writes nothing the run cannot take back: (config
     resolved for the run, setup, tokenizer, data look, chat info), or None when a signal stopped
     the start-up."""
@@ -388,8 +250,8 @@ def _start_up(cfg, run: rundir.RunDir, preempted: _Preempted):
     is_main = jax.process_index() == 0
     allow = _check_resumable(cfg, run)
     tokenizer, source_info = _prepare_data(cfg, setup, chat_tok)
-    _eval_tasks(cfg)
-    if _stop_at_start_up(preempted, run):
+    train_evals.eval_tasks(cfg)
+    if run_control.stop_at_start_up(preempted, run):
         return None
     if is_main and chat_info is not None:
         chat_info.save(run.chat_info)  # alignjax-eval reads the run's chat tokenizer and template from it
@@ -415,8 +277,7 @@ class _Feed:
 
     def open(self, stage):
         """A fresh iterator for ``stage``: conversations (sft), preference pairs (dpo) or the mixture (lm)."""
-        self.data = self.objective.batches(self.cfg, stage, self.tokenizer, jax.process_index(),
-                                                               jax.process_count())
+        self.data = self.objective.batches(self.cfg, stage, self.tokenizer, jax.process_index(), jax.process_count())
         self.stage = stage
         return self.data
 
@@ -437,72 +298,10 @@ class _Feed:
         return self._heldout[stage.name]
 
 
-class _Throughput:
-    """Tokens per second of training: from after a stage's first (compiling) step, evals left out."""
-
-    def __init__(self):
-        self.t0, self.tokens = None, 0
-
-    def restart(self):
-        self.t0 = None
-
-    def step(self, metrics, tokens: int):
-        if self.t0 is None:  # the first step of a stage compiles; time from after it
-            jax.block_until_ready(metrics)
-            self.t0, self.tokens = time.perf_counter(), 0
-        else:
-            self.tokens += tokens
-
-    def rate(self) -> float | None:
-        now = time.perf_counter()
-        tps = self.tokens / (now - self.t0) if self.tokens else None
-        self.t0, self.tokens = now, 0
-        return tps
-
-    def exclude(self, seconds: float):
-        self.t0 += seconds
-
-
-def _report(cfg, setup: Setup, run, tokenizer, step, stage, m, state, frozen, feed: _Feed, audit, writer, bar,
-            speed: _Throughput, last_saved: int, log_now: bool, eval_now: bool) -> dict:
-    """At a log, eval or save step: the metrics checked finite, the row logged (and printed) with
-    the evals' results, and the data audit written. Returns the row ({} at a save-only step)."""
-    t, is_main = cfg.train, jax.process_index() == 0
-    m = {k: float(v) for k, v in jax.device_get(m).items()}
-    if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
-        raise NonFiniteLoss(f"loss={m['loss']} grad_norm={m['grad_norm']} at step {step}; stopping without saving "
-                            f"(last good checkpoint: step {last_saved if last_saved else 'none'})")
-    row = {}
-    if log_now:
-        tps = speed.rate()
-        fpt = model_lib.flops_per_token(setup.model_cfg, stage.seq_len)
-        peak = metrics_lib.peak_flops(jax.devices()[0].device_kind, t.peak_flops_per_device)
-        row = {**m, "tokens_per_sec": tps, "mfu": metrics_lib.mfu(tps, fpt, jax.device_count(), peak) if tps else None,
-               **audit.metrics(stage.name)}
-        if bar is not None:
-            bar.set_postfix(loss=f"{m['loss']:.3f}")
-        elif is_main:
-            print(f"step {step}: loss {m['loss']:.4f} lr {m['lr']:.2e} grad_norm {m['grad_norm']:.3f}"
-                  + (f" tokens/s {tps:,.0f}" if tps else ""), flush=True)
-    if eval_now:
-        t0 = time.perf_counter()
-        params = setup.full_params(state["params"], frozen)  # LoRA: merged
-        row.update(_heldout_losses(setup, params, feed.heldout(stage)))
-        row.update(_suite_metrics(cfg, setup, params, tokenizer))
-        del params
-        speed.exclude(time.perf_counter() - t0)  # evals are not training time
-    if row:
-        writer.write(step, row)
-    totals = audit.global_tokens()
-    if is_main:
-        audit.write(run.audit, totals)
-    return row
-
-
-def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock | None) -> dict[str, Any]:
+def _train(cfg, run: rundir.RunDir, preempted: run_control.Preempted, lock: rundir.RunLock | None) -> dict[str, Any]:
     started = _start_up(cfg, run, preempted)
     if started is None:
-        return _stopped(preempted)
+        return run_control.stopped(preempted)
     cfg, setup, tokenizer, source_info, chat_info = started  # cfg: post-training's resolved copy
     t, stages, is_main = cfg.train, setup.stages, jax.process_index() == 0
     ckpt = ckpt_lib.TrainCheckpointer(run.checkpoints, cfg.checkpoint.max_to_keep, cfg.checkpoint.async_save)
@@ -515,9 +314,9 @@ def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock 
             audit.restore(restored[3])
             log.info("resumed from %s step %d", ckpt.directory, restored[1])
         state, start, frozen, prepare_batch = setup.objective.start(cfg, setup, run, restored, chat_info, tokenizer)
-        if _stop_at_start_up(preempted, run):
+        if run_control.stop_at_start_up(preempted, run):
             ckpt.close()
-            return _stopped(preempted)
+            return run_control.stopped(preempted)
         # Rows logged after the restored step (before a crash) are cut: the run logs them again.
         writer = metrics_lib.MetricsWriter(run.root, enabled=is_main, resume_step=start)
         if is_main and writer.cut is not None:
@@ -525,7 +324,7 @@ def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock 
         bar = None
         if is_main and t.progress_bar and sys.stderr.isatty():
             bar = tqdm.tqdm(total=stages[-1].end, initial=start, desc="train", dynamic_ncols=True)
-        last_saved, last, speed, step = start, {}, _Throughput(), start
+        last_saved, last, speed, step = start, {}, train_report.Throughput(), start
         try:
             while (stage := mixture.stage_at(stages, step)) is not None:
                 before, fault = None, None
@@ -540,7 +339,7 @@ def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock 
                     batch = next(feed.data.iterator)
                 except sources.DataError as e:  # bad records past the pre-flight sample
                     fault = e
-                if _any_process(fault is not None):  # every process stops at this step, or none
+                if run_control.any_process(fault is not None):  # every process stops at this step, or none
                     raise _data_fault(fault, step, last_saved, ckpt, state, feed.data, before, audit)
                 ids = batch.pop("component", None)  # post-training: every trained token is the one component
                 audit.add(stage.name, feed.data.names, ids if ids is not None else posttrain.trained_tokens(batch))
@@ -557,8 +356,8 @@ def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock 
                 log_now = step % t.log_every == 0
                 eval_now = bool(t.eval_every) and step % t.eval_every == 0
                 if log_now or eval_now or must_save:
-                    last = _report(cfg, setup, run, tokenizer, step, stage, m, state, frozen, feed, audit, writer,
-                                   bar, speed, last_saved, log_now, eval_now) or last
+                    last = train_report.report(cfg, setup, run, tokenizer, step, stage, m, state, frozen, feed, audit,
+                                               writer, bar, speed, last_saved, log_now, eval_now) or last
                 if os.environ.get("ALIGNJAX_FAULT_KILL_AT_STEP") == str(step):
                     os.kill(os.getpid(), signal.SIGKILL)  # fault injection: a crash between saves, rows logged
                 if must_save and step > last_saved:
@@ -581,7 +380,7 @@ def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock 
             writer.close()
             if bar is not None:
                 bar.close()
-    return _stopped(preempted) or last
+    return run_control.stopped(preempted) or last
 
 
 def _data_fault(error, step, last_saved, ckpt, state, data, before, audit) -> config_lib.ConfigError:
@@ -613,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         config_lib.cli_error("alignjax-train", str(e).splitlines()[0])
     except (ckpt_lib.CheckpointError, rundir.LockError) as e:
         config_lib.cli_error("alignjax-train", str(e), code=3)
-    except NonFiniteLoss as e:
+    except run_control.NonFiniteLoss as e:
         config_lib.cli_error("alignjax-train", str(e), code=4)
     except KeyboardInterrupt:  # SIGINT: saved (or stopped during start-up), logged above
         print("alignjax-train: interrupted", file=sys.stderr)

@@ -21,7 +21,7 @@ from alignjax.sharding import constrain
 
 def chunked_nll(hidden: jax.Array, w_out: jax.Array, targets: jax.Array, weights: jax.Array | None,
                 chunk: int) -> tuple[jax.Array, jax.Array]:
-    """(sum of weighted next-token NLL, sum of weights), fp32: ``train.loss_fn``'s math with the
+    """(sum of weighted next-token NLL, sum of weights), fp32: ``objectives.loss_fn``'s math with the
     logits ``hidden @ w_out`` ([batch, seq, d_model] @ [d_model, vocab], in their dtype, upcast
     to fp32) computed ``chunk`` sequence positions at a time (a last, shorter chunk takes the
     remainder). The batch axis is never split, so a batch sharded over data/fsdp stays so. A

@@ -1,7 +1,7 @@
 """Post-training (``train.objective`` sft | dpo): losses, reference log-probs, chat-token embeddings.
 
 SFT is the pretraining token loss on different data: the chat iterator's ``weights`` are 1 on
-assistant tokens only, so the same ``train.loss_fn`` gives assistant-only loss (and exactly
+assistant tokens only, so the same ``objectives.loss_fn`` gives assistant-only loss (and exactly
 zero gradient from every other position). DPO (Rafailov et al. 2023) is the sigmoid loss
 
     -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))
@@ -20,6 +20,7 @@ speaks the chat format (it has ``chat_tokenizer.json`` beside it) is not resized
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from pathlib import Path
@@ -98,7 +99,9 @@ def dpo_loss(graphdef, beta: float, params, frozen, batch):
 def prepare(cfg):
     """Before ``train.Setup``: the chat tokenizer, the model shape (from ``checkpoint.init_from``
     when set, the vocab grown when a chat token does not fit) and ``train.num_steps`` from
-    ``chat.epochs``. Edits ``cfg`` in place; returns (chat tokenizer, ChatInfo)."""
+    ``chat.epochs``. Returns (the resolved config, a copy: ``cfg`` is left as it was, chat
+    tokenizer, ChatInfo)."""
+    cfg = copy.deepcopy(cfg)  # a copy keeps the placeholders' types, which the schema checks read
     if cfg.dpo.reference not in ("on_the_fly", "precompute"):
         raise config_lib.ConfigError(f"dpo.reference={cfg.dpo.reference!r}; valid: on_the_fly, precompute")
     try:
@@ -126,7 +129,7 @@ def prepare(cfg):
         cfg.train.num_steps = max(1, math.ceil(cfg.chat.epochs * n / cfg.train.batch_size))
         log.info("chat.epochs=%d over %d %s -> train.num_steps=%d", cfg.chat.epochs, n,
                  "packed rows" if cfg.train.objective == "sft" else "pairs", cfg.train.num_steps)
-    return tok, info
+    return cfg, tok, info
 
 
 def stage(cfg):

@@ -19,7 +19,7 @@ from alignjax.config import ConfigError
 from alignjax.data import eval_suites as registry
 from alignjax.data import mixture
 
-OBJECTIVES = ("lm", "sft", "dpo")  # train.objective: pretraining, supervised fine-tuning, DPO (train.OBJECTIVE)
+OBJECTIVES = ("lm", "sft", "dpo")  # train.objective: pretraining, supervised fine-tuning, DPO (objectives.OBJECTIVE)
 
 # The enums no module keeps a table of (the others are the tables of the code that reads them).
 MODEL_DTYPES = ("float32", "bfloat16", "float16")  # model.dtype: the matmuls' compute dtype

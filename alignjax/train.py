@@ -1,40 +1,33 @@
-"""Training: a pure loss and train step, and the loop around them (``alignjax-train``).
+"""Training: the train step, its set-up, and the loop around them (``alignjax-train``); the
+objectives (losses, batches, start params) are alignjax.objectives.
 
     alignjax-train --config=configs/pythia.py:14m --workdir=runs/14m --config.train.num_steps=300
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
-import math
 import os
 import signal
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
-from jax.experimental import multihost_utils
 import tqdm
 
-from alignjax import distributed, model_state, optim, posttrain, rundir, schema, sharding
+from alignjax import distributed, model_state, objectives, optim, posttrain, rundir, run_control, schema, sharding
+from alignjax import train_evals, train_report
 from alignjax import checkpoint as ckpt_lib
 from alignjax import config as config_lib
 from alignjax import lora as lora_lib
-from alignjax import loss as loss_lib
 from alignjax import metrics as metrics_lib
 from alignjax import model as model_lib
 from alignjax.data import chat, mixture, pipeline, sources
 from alignjax.data import audit as audit_lib
-from alignjax.data import eval_suites as registry
-from alignjax.eval import run as eval_run
-from alignjax.eval.scoring import Scorer
 
 log = logging.getLogger("alignjax")
 
@@ -44,38 +37,10 @@ TrainState = dict  # {"step": int32, "params": ..., "opt_state": ..., "rng": key
 # ----------------------------------------------------------------------------- pure functions
 
 
-def loss_fn(params, graphdef, batch, chunk: int = 0) -> tuple[jax.Array, jax.Array]:
-    """(sum of next-token NLL over target tokens, number of target tokens), in fp32. ``chunk`` > 0
-    (train.loss_chunk): the same through alignjax.loss, never holding [tokens, vocab] logits."""
-    model = nnx.merge(graphdef, params)
-    args = (batch["inputs"], batch.get("positions"), batch.get("segment_ids"))
-    if chunk:
-        x = model(*args, return_hidden=True)
-        return loss_lib.chunked_nll(x, model.embed_out[...].astype(x.dtype), batch["targets"], batch.get("weights"),
-                                    chunk)
-    logits = model(*args)
-    logits = logits.astype(jnp.float32)
-    nll = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, batch["targets"][..., None], -1)[..., 0]
-    weights = batch["weights"].astype(jnp.float32) if "weights" in batch else jnp.ones_like(nll)
-    return jnp.sum(nll * weights), jnp.sum(weights)
-
-
-def token_loss(graphdef, params, frozen, batch, chunk: int = 0):
-    """The lm and sft objective: token-weighted NLL (sft's weights mark the assistant tokens).
-    Objectives return (loss sum, count it averages over, {metric: sum})."""
-    nll, count = loss_fn(params, graphdef, batch, chunk)
-    return nll, count, {}
-
-
-def full_params(trainable, frozen):
-    """The params the model runs with when every param is trained."""
-    return trainable
-
-
 def train_step(loss, model_params, tx, schedule, grad_accum: int, state: TrainState, batch,
                frozen: dict) -> tuple[TrainState, dict]:
     """One optimizer step over ``grad_accum`` micro-batches of ``loss`` (an objective, see
-    token_loss); the loss is the count-weighted mean over the whole batch (tokens for lm/sft,
+    objectives.token_loss); the loss is the count-weighted mean over the whole batch (tokens for lm/sft,
     pairs for dpo), so accumulation gives the same update as one big batch. ``state["params"]``
     are the trained params (LoRA: the adapters); ``model_params(trained, frozen)`` the model's;
     ``frozen`` (LoRA base, DPO reference; {} when none) gets no gradient and no optimizer state."""
@@ -112,33 +77,6 @@ def train_step(loss, model_params, tx, schedule, grad_accum: int, state: TrainSt
     return {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": state["rng"]}, metrics
 
 
-def _lora_params(scale, adapters, frozen):
-    return lora_lib.apply(frozen["base"], adapters, scale)
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-    """What one ``train.objective`` trains on and how, chosen once (Setup)."""
-    loss: Callable  # (graphdef, cfg) -> loss(params, frozen, batch) -> (sum, count it averages over, {metric: sum})
-    batches: Callable  # (cfg, stage, tokenizer, process index, process count) -> the stage's StageData
-    rows_per_example: int = 1  # a DPO row is a pair: two sequences
-
-
-def _token_objective_loss(graphdef, cfg):
-    return functools.partial(token_loss, graphdef, chunk=cfg.train.loss_chunk)
-
-
-# train.objective: pretraining, supervised fine-tuning (assistant-token weights), DPO
-OBJECTIVE = {
-    "lm": Objective(_token_objective_loss,
-                    lambda cfg, stage, tok, p, n: pipeline.make_stage_iterator(stage, cfg.data, tok, p, n)),
-    "sft": Objective(_token_objective_loss, lambda cfg, stage, tok, p, n: chat.sft_iterator(cfg, tok, p, n)),
-    "dpo": Objective(lambda graphdef, cfg: functools.partial(posttrain.dpo_loss, graphdef, cfg.dpo.beta),
-                     lambda cfg, stage, tok, p, n: chat.dpo_iterator(cfg, tok, p, n), rows_per_example=2),
-}
-OBJECTIVES = schema.OBJECTIVES  # the names the schema checks; a test keeps them equal to OBJECTIVE's keys
-
-
 def optax_global_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
@@ -156,8 +94,8 @@ class Setup:
         except (TypeError, ValueError) as e:
             raise config_lib.ConfigError(f"model: {e}") from None
         t = cfg.train
-        if t.objective not in OBJECTIVES:
-            raise config_lib.ConfigError(f"train.objective={t.objective!r}; valid: {', '.join(OBJECTIVES)}")
+        if t.objective not in objectives.OBJECTIVES:
+            raise config_lib.ConfigError(f"train.objective={t.objective!r}; valid: {', '.join(objectives.OBJECTIVES)}")
         self.stages = schema.stages(cfg)
         try:
             self.lora = lora_lib.LoraSpec.from_config(cfg.lora)
@@ -179,13 +117,12 @@ class Setup:
         if self.lora:
             self.abstract_trainable, lora_axes = lora_lib.abstract(self.lora, self.abstract_params, axes)
             self.trainable_shardings = sharding.tree_shardings(lora_axes, self.abstract_trainable, self.mesh)
-            self.model_params = functools.partial(_lora_params, self.lora.scale)
+            self.model_params = functools.partial(objectives.lora_params, self.lora.scale)
         else:
             self.abstract_trainable, self.trainable_shardings = self.abstract_params, self.param_shardings
-            self.model_params = full_params
-        on_the_fly_ref = t.objective == "dpo" and cfg.dpo.reference == "on_the_fly"
-        self.frozen_keys = (("base",) if self.lora else ()) + (("ref",) if on_the_fly_ref else ())
-        self.objective = OBJECTIVE[t.objective]
+            self.model_params = objectives.full_params
+        self.objective = objectives.OBJECTIVE[t.objective]
+        self.frozen_keys = self.objective.frozen_keys(cfg, self.lora)
         self.loss = self.objective.loss(self.graphdef, cfg)
         self.rows_per_example = self.objective.rows_per_example
 
@@ -210,7 +147,7 @@ class Setup:
             self._init_adapters = jax.jit(lambda seed: lora_lib.init(self.lora, self.abstract_params, seed),
                                           static_argnums=0, out_shardings=self.trainable_shardings)
         self._init_state = jax.jit(init_state, static_argnums=1, out_shardings=self.state_shardings, donate_argnums=0)
-        self.eval_loss = jax.jit(lambda params, batch: loss_fn(params, self.graphdef, batch),
+        self.eval_loss = jax.jit(lambda params, batch: objectives.loss_fn(params, self.graphdef, batch),
                                  in_shardings=(self.param_shardings, None))
         # The params evals run with (LoRA: merged into the base) and a copy that survives donation.
         self.full_params = jax.jit(self.model_params, out_shardings=self.param_shardings)
@@ -245,46 +182,6 @@ class Setup:
 # ----------------------------------------------------------------------------- loop
 
 
-def _any_process(flag: bool) -> bool:
-    """``flag`` OR-ed over all processes (one process: no collective, no device sync)."""
-    if jax.process_count() == 1:
-        return flag
-    return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
-
-
-class _Preempted:
-    """SIGTERM (a TPU preemption notice) or SIGINT (Ctrl-C) asks the loop to save at the next
-    step and stop: exit 0 after SIGTERM (requeued), 130 after SIGINT. Installed first thing, so
-    a signal during start-up stops the run before its first step, saving nothing. A second
-    Ctrl-C stops at once."""
-
-    def __init__(self):
-        self.flag, self.signum = False, None
-        self._old = {s: signal.signal(s, self._set) for s in (signal.SIGTERM, signal.SIGINT)}
-
-    def _set(self, signum, _frame):
-        if signum == signal.SIGINT and self.signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.flag, self.signum = True, self.signum or signum
-
-    @property
-    def name(self) -> str:  # a notice that came to another host is a preemption
-        return signal.Signals(self.signum).name if self.signum else "SIGTERM"
-
-    def agreed(self) -> bool:
-        """The flag OR-ed over all processes, read once per step: hosts are preempted at different
-        steps, and a save that only some of them enter would wait forever in its collectives."""
-        return _any_process(self.flag)  # read once: the signal may land anywhere in this iteration
-
-    def restore(self):
-        for s, old in self._old.items():
-            signal.signal(s, old)
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
 def _check_resumable(cfg, workdir) -> tuple[str, ...]:
     """A run resumes only as the same experiment: an identity field (rundir.IDENTITY) that
     differs from the previous start and is not in ``train.allow_changes`` is refused, naming
@@ -301,99 +198,6 @@ def _check_resumable(cfg, workdir) -> tuple[str, ...]:
         raise ckpt_lib.CheckpointError(f"{run.root} holds a run of another experiment ({diff}); use a new --workdir, "
                                        f"or --config.train.allow_changes={','.join(refused)} to change it")
     return allow
-
-
-def _take_lock(run: rundir.RunDir) -> rundir.RunLock | None:
-    """Process 0 holds the run's lock for the whole run; every process learns whether it got it
-    (the others would otherwise wait in the first collective for a process 0 that left)."""
-    lock, error = None, None
-    if jax.process_index() == 0:
-        try:
-            lock = run.lock()
-            lock.acquire()
-        except rundir.LockError as e:
-            lock, error = None, e
-    if _any_process(error is not None):
-        raise error or rundir.LockError(f"{run.root}: process 0 could not take the run lock (see its log)")
-    return lock
-
-
-def _stop_at_start_up(preempted: _Preempted, run: rundir.RunDir) -> bool:
-    """A signal before the first step stops the run, writing nothing; the line is the one the
-    launcher and the study look for ("saved step": the step already on disk)."""
-    if not preempted.agreed():
-        return False
-    log.warning("%s: saved step %d (stopped during start-up: nothing new to save), exiting", preempted.name,
-                max(run.steps(), default=0))
-    return True
-
-
-def _stopped(preempted: _Preempted) -> dict:
-    """What train gives back once a signal stopped it: SIGINT raises KeyboardInterrupt (exit 130)."""
-    if preempted.signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    return {}
-
-
-def _heldout_losses(setup: Setup, params, batches: dict) -> dict[str, float]:
-    """Mean next-token loss on each component's held-out documents (the same rows every time).
-    Rows are padded (weight 0) to split evenly over processes and the mesh's batch axes."""
-    out = {}
-    P, p = jax.process_count(), jax.process_index()
-    unit = P * setup.mesh.shape["data"] * setup.mesh.shape["fsdp"]
-    for name, batch in batches.items():
-        n = len(batch["inputs"])
-        pad = -n % unit
-        full = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
-        rows = (n + pad) // P
-        local = {k: v[p * rows:(p + 1) * rows] for k, v in full.items()}
-        nll, count = setup.eval_loss(params, setup.global_batch(local))
-        out[f"heldout/{name}_loss"] = float(nll) / max(float(count), 1.0)
-    return out
-
-
-def _eval_tasks(cfg) -> list[str]:
-    """The in-loop eval suite, checked before training so a typo fails at step 0."""
-    tasks = [t for t in cfg.eval.tasks.split(",") if t]
-    if tasks:
-
-        formats = cfg.eval.get("formats", "letter")
-        try:
-            eval_run.check_formats(formats, "generate" if cfg.train.objective != "lm" else "loglik")
-            registry.load_suites().resolve_formats(formats)
-        except ValueError as e:
-            raise config_lib.ConfigError(f"eval.formats={formats}: {str(e).splitlines()[0].removeprefix('--formats: ')}"
-                                         + (" (post-training runs evaluate in generate mode)"
-                                            if cfg.train.objective != "lm" else "")) from None
-        try:
-            for task in tasks:
-                registry.examples(task, cfg.eval.split, cfg.eval.persona, formats, 1)
-        except (ValueError, KeyError) as e:
-            raise config_lib.ConfigError(f"eval.tasks: {str(e).splitlines()[0]}") from None
-    return tasks
-
-
-def _suite_metrics(cfg, setup: Setup, params, tokenizer) -> dict[str, float]:
-    """The misalignment rate (or accuracy) of the current params on ``eval.tasks``: the
-    misalignment-over-training curve."""
-    tasks = [t for t in cfg.eval.tasks.split(",") if t]
-    if not tasks:
-        return {}
-
-    scorer = Scorer(setup.model_cfg, params, setup.graphdef, tokenizer, setup.mesh, batch_size=cfg.eval.batch_size)
-    post = cfg.train.objective != "lm"  # a chat model answers through its template: generate, parse the letter
-    results, _ = eval_run.evaluate(scorer, tasks, split=cfg.eval.split, persona=cfg.eval.persona,
-                                   formats=cfg.eval.get("formats", "letter"), limit=cfg.eval.limit or None,
-                                   mode="generate" if post else "loglik",
-                                   chat=eval_run.chat_template(cfg.chat.template, None) if post else None)
-    out = {}
-    text = [f"text_misalignment_rate_{s}{e}" for s in ("acc", "acc_norm", "calibrated") for e in ("", "_stderr")]
-    for task, m in results.items():  # the family is in the name: letter unprefixed, text_* (eval.formats)
-        for key in ("misalignment_rate", "misalignment_rate_stderr", "first_option_rate", "acc", "matching_rate",
-                    *text, *(("nonmatch_rate",) if post else ())):
-            if key in m:
-                out[f"eval/{task}/{key}"] = m[key]
-    return out
 
 
 def _prepare_data(cfg, setup: Setup, chat_tokenizer=None):
@@ -419,13 +223,13 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
     (ConfigError), the run's lock is taken and a resume must be the same experiment
     (CheckpointError). SIGTERM saves and returns; SIGINT saves and raises KeyboardInterrupt."""
     schema.resolve(cfg, jax.device_count())  # before anything is written
-    preempted = _Preempted()
+    preempted = run_control.Preempted()
     try:
         if sig := os.environ.get("ALIGNJAX_FAULT_SIGNAL_AT_START"):  # fault injection for the start-up tests
             os.kill(os.getpid(), getattr(signal, f"SIG{sig}"))
         run = rundir.RunDir(workdir)
         run.preflight_writable()
-        lock = _take_lock(run)
+        lock = run_control.take_lock(run)
         try:
             return _train(cfg, run, preempted, lock)
         finally:
@@ -435,17 +239,19 @@ def train(cfg, workdir: str | Path) -> dict[str, Any]:
         preempted.restore()
 
 
-def _start_up(cfg, run: rundir.RunDir, preempted: _Preempted):
-    """Everything before the first step that writes nothing the run cannot take back: (setup,
-    tokenizer, data look, chat info), or None when a signal stopped the start-up."""
+def _start_up(cfg, run: rundir.RunDir, preempted: run_control.Preempted):
+    """Everything before the first step that writes nothing the run cannot take back: (config
+    resolved for the run, setup, tokenizer, data look, chat info), or None when a signal stopped
+    the start-up."""
     # Post-training: chat tokenizer, model shape from checkpoint.init_from, vocab growth, epochs.
-    chat_tok, chat_info = posttrain.prepare(cfg) if cfg.train.objective != "lm" else (None, None)
+    post = objectives.OBJECTIVE[cfg.train.objective].chat
+    cfg, chat_tok, chat_info = posttrain.prepare(cfg) if post else (cfg, None, None)
     setup = Setup(cfg)
     is_main = jax.process_index() == 0
     allow = _check_resumable(cfg, run)
     tokenizer, source_info = _prepare_data(cfg, setup, chat_tok)
-    _eval_tasks(cfg)
-    if _stop_at_start_up(preempted, run):
+    train_evals.eval_tasks(cfg)
+    if run_control.stop_at_start_up(preempted, run):
         return None
     if is_main and chat_info is not None:
         chat_info.save(run.chat_info)  # alignjax-eval reads the run's chat tokenizer and template from it
@@ -456,7 +262,7 @@ def _start_up(cfg, run: rundir.RunDir, preempted: _Preempted):
         if row["changed"]:
             log.info("changed since the previous start: %s", "; ".join(
                 f"{k}: {a!r} -> {b!r}" for k, (a, b) in row["changed"].items()))
-    return setup, tokenizer, source_info, chat_info
+    return cfg, setup, tokenizer, source_info, chat_info
 
 
 class _Feed:
@@ -465,13 +271,13 @@ class _Feed:
 
     def __init__(self, cfg, stages, tokenizer):
         self.cfg, self.stages, self.tokenizer = cfg, stages, tokenizer
+        self.objective = objectives.OBJECTIVE[cfg.train.objective]
         self.data, self.stage = None, None
         self._heldout = {}
 
     def open(self, stage):
         """A fresh iterator for ``stage``: conversations (sft), preference pairs (dpo) or the mixture (lm)."""
-        self.data = OBJECTIVE[self.cfg.train.objective].batches(self.cfg, stage, self.tokenizer, jax.process_index(),
-                                                               jax.process_count())
+        self.data = self.objective.batches(self.cfg, stage, self.tokenizer, jax.process_index(), jax.process_count())
         self.stage = stage
         return self.data
 
@@ -484,7 +290,7 @@ class _Feed:
         return self.open(stage).iterator
 
     def heldout(self, stage) -> dict:
-        if self.cfg.train.objective != "lm":  # held-out losses are per pretraining data component
+        if not self.objective.heldout:  # held-out losses are per pretraining data component
             return {}
         if stage.name not in self._heldout:
             self._heldout[stage.name] = pipeline.heldout_batches(stage, self.cfg.data, self.tokenizer,
@@ -492,108 +298,11 @@ class _Feed:
         return self._heldout[stage.name]
 
 
-def _start_state(cfg, setup: Setup, run: rundir.RunDir, restored, chat_info, tokenizer):
-    """(state, start step, frozen params, batch transform): the restored state, or a fresh one
-    from the starting params (a seeded init, ``checkpoint.init_from``, post-training's start);
-    frozen: the LoRA base and the DPO on-the-fly reference; the transform adds DPO's
-    precomputed reference log-probs."""
-    t = cfg.train
-    state, start = (restored[0], restored[1]) if restored is not None else (None, 0)
-    frozen, prepare_batch = {}, lambda batch: batch
-    if t.objective != "lm" or setup.lora:  # the starting params: the state's, the LoRA base, the DPO reference
-        ref_path = run.reference
-        precompute = t.objective == "dpo" and cfg.dpo.reference == "precompute"
-        start_params = None
-        if restored is None or setup.frozen_keys or (precompute and not ref_path.exists()):
-            start_params = model_state.load_start_params(cfg.checkpoint.init_from, t.seed, setup.model_cfg,
-                                                         setup.param_shardings, setup.mesh, chat_info)
-        if precompute:
-            prepare_batch = posttrain.add_reference(posttrain.precompute_reference(
-                cfg, tokenizer, setup.graphdef, start_params, setup.mesh, ref_path))
-        if "base" in setup.frozen_keys:
-            frozen["base"] = start_params
-        if "ref" in setup.frozen_keys:  # LoRA: the base is the reference; else a copy the state cannot donate
-            frozen["ref"] = frozen["base"] if "base" in frozen else setup.copy_params(start_params)
-        if restored is None:
-            state = setup.init_state(start_params)
-    elif restored is None and cfg.checkpoint.init_from:
-        model_cfg, params = model_state.load_params(cfg.checkpoint.init_from, setup.param_shardings)
-        if model_cfg.identity() != setup.model_cfg.identity():
-            raise ckpt_lib.CheckpointError(
-                f"checkpoint.init_from={cfg.checkpoint.init_from} has model {model_cfg}, config has {setup.model_cfg}")
-        state = setup.init_state(params)
-    elif restored is None:
-        state = setup.init_state()
-    return state, start, frozen, prepare_batch
-
-
-class _Throughput:
-    """Tokens per second of training: from after a stage's first (compiling) step, evals left out."""
-
-    def __init__(self):
-        self.t0, self.tokens = None, 0
-
-    def restart(self):
-        self.t0 = None
-
-    def step(self, metrics, tokens: int):
-        if self.t0 is None:  # the first step of a stage compiles; time from after it
-            jax.block_until_ready(metrics)
-            self.t0, self.tokens = time.perf_counter(), 0
-        else:
-            self.tokens += tokens
-
-    def rate(self) -> float | None:
-        now = time.perf_counter()
-        tps = self.tokens / (now - self.t0) if self.tokens else None
-        self.t0, self.tokens = now, 0
-        return tps
-
-    def exclude(self, seconds: float):
-        self.t0 += seconds
-
-
-def _report(cfg, setup: Setup, run, tokenizer, step, stage, m, state, frozen, feed: _Feed, audit, writer, bar,
-            speed: _Throughput, last_saved: int, log_now: bool, eval_now: bool) -> dict:
-    """At a log, eval or save step: the metrics checked finite, the row logged (and printed) with
-    the evals' results, and the data audit written. Returns the row ({} at a save-only step)."""
-    t, is_main = cfg.train, jax.process_index() == 0
-    m = {k: float(v) for k, v in jax.device_get(m).items()}
-    if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
-        raise NonFiniteLoss(f"loss={m['loss']} grad_norm={m['grad_norm']} at step {step}; stopping without saving "
-                            f"(last good checkpoint: step {last_saved if last_saved else 'none'})")
-    row = {}
-    if log_now:
-        tps = speed.rate()
-        fpt = model_lib.flops_per_token(setup.model_cfg, stage.seq_len)
-        peak = metrics_lib.peak_flops(jax.devices()[0].device_kind, t.peak_flops_per_device)
-        row = {**m, "tokens_per_sec": tps, "mfu": metrics_lib.mfu(tps, fpt, jax.device_count(), peak) if tps else None,
-               **audit.metrics(stage.name)}
-        if bar is not None:
-            bar.set_postfix(loss=f"{m['loss']:.3f}")
-        elif is_main:
-            print(f"step {step}: loss {m['loss']:.4f} lr {m['lr']:.2e} grad_norm {m['grad_norm']:.3f}"
-                  + (f" tokens/s {tps:,.0f}" if tps else ""), flush=True)
-    if eval_now:
-        t0 = time.perf_counter()
-        params = setup.full_params(state["params"], frozen)  # LoRA: merged
-        row.update(_heldout_losses(setup, params, feed.heldout(stage)))
-        row.update(_suite_metrics(cfg, setup, params, tokenizer))
-        del params
-        speed.exclude(time.perf_counter() - t0)  # evals are not training time
-    if row:
-        writer.write(step, row)
-    totals = audit.global_tokens()
-    if is_main:
-        audit.write(run.audit, totals)
-    return row
-
-
-def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock | None) -> dict[str, Any]:
+def _train(cfg, run: rundir.RunDir, preempted: run_control.Preempted, lock: rundir.RunLock | None) -> dict[str, Any]:
     started = _start_up(cfg, run, preempted)
     if started is None:
-        return _stopped(preempted)
-    setup, tokenizer, source_info, chat_info = started
+        return run_control.stopped(preempted)
+    cfg, setup, tokenizer, source_info, chat_info = started  # cfg: post-training's resolved copy
     t, stages, is_main = cfg.train, setup.stages, jax.process_index() == 0
     ckpt = ckpt_lib.TrainCheckpointer(run.checkpoints, cfg.checkpoint.max_to_keep, cfg.checkpoint.async_save)
     audit = audit_lib.DataAudit(stages, source_info)
@@ -604,10 +313,10 @@ def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock 
         if restored is not None:
             audit.restore(restored[3])
             log.info("resumed from %s step %d", ckpt.directory, restored[1])
-        state, start, frozen, prepare_batch = _start_state(cfg, setup, run, restored, chat_info, tokenizer)
-        if _stop_at_start_up(preempted, run):
+        state, start, frozen, prepare_batch = setup.objective.start(cfg, setup, run, restored, chat_info, tokenizer)
+        if run_control.stop_at_start_up(preempted, run):
             ckpt.close()
-            return _stopped(preempted)
+            return run_control.stopped(preempted)
         # Rows logged after the restored step (before a crash) are cut: the run logs them again.
         writer = metrics_lib.MetricsWriter(run.root, enabled=is_main, resume_step=start)
         if is_main and writer.cut is not None:
@@ -615,7 +324,7 @@ def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock 
         bar = None
         if is_main and t.progress_bar and sys.stderr.isatty():
             bar = tqdm.tqdm(total=stages[-1].end, initial=start, desc="train", dynamic_ncols=True)
-        last_saved, last, speed, step = start, {}, _Throughput(), start
+        last_saved, last, speed, step = start, {}, train_report.Throughput(), start
         try:
             while (stage := mixture.stage_at(stages, step)) is not None:
                 before, fault = None, None
@@ -630,7 +339,7 @@ def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock 
                     batch = next(feed.data.iterator)
                 except sources.DataError as e:  # bad records past the pre-flight sample
                     fault = e
-                if _any_process(fault is not None):  # every process stops at this step, or none
+                if run_control.any_process(fault is not None):  # every process stops at this step, or none
                     raise _data_fault(fault, step, last_saved, ckpt, state, feed.data, before, audit)
                 ids = batch.pop("component", None)  # post-training: every trained token is the one component
                 audit.add(stage.name, feed.data.names, ids if ids is not None else posttrain.trained_tokens(batch))
@@ -647,8 +356,8 @@ def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock 
                 log_now = step % t.log_every == 0
                 eval_now = bool(t.eval_every) and step % t.eval_every == 0
                 if log_now or eval_now or must_save:
-                    last = _report(cfg, setup, run, tokenizer, step, stage, m, state, frozen, feed, audit, writer,
-                                   bar, speed, last_saved, log_now, eval_now) or last
+                    last = train_report.report(cfg, setup, run, tokenizer, step, stage, m, state, frozen, feed, audit,
+                                               writer, bar, speed, last_saved, log_now, eval_now) or last
                 if os.environ.get("ALIGNJAX_FAULT_KILL_AT_STEP") == str(step):
                     os.kill(os.getpid(), signal.SIGKILL)  # fault injection: a crash between saves, rows logged
                 if must_save and step > last_saved:
@@ -671,7 +380,7 @@ def _train(cfg, run: rundir.RunDir, preempted: _Preempted, lock: rundir.RunLock 
             writer.close()
             if bar is not None:
                 bar.close()
-    return _stopped(preempted) or last
+    return run_control.stopped(preempted) or last
 
 
 def _data_fault(error, step, last_saved, ckpt, state, data, before, audit) -> config_lib.ConfigError:
@@ -703,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         config_lib.cli_error("alignjax-train", str(e).splitlines()[0])
     except (ckpt_lib.CheckpointError, rundir.LockError) as e:
         config_lib.cli_error("alignjax-train", str(e), code=3)
-    except NonFiniteLoss as e:
+    except run_control.NonFiniteLoss as e:
         config_lib.cli_error("alignjax-train", str(e), code=4)
     except KeyboardInterrupt:  # SIGINT: saved (or stopped during start-up), logged above
         print("alignjax-train: interrupted", file=sys.stderr)

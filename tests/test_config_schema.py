@@ -4,7 +4,7 @@ message; every shipped config passes; alignjax-train stops with exit 2 and that 
 import pytest
 
 from alignjax import config as C
-from alignjax import model, schema, train
+from alignjax import model, objectives, schema
 from conftest import REPO, run_cli
 
 TINY = f"--config={REPO}/configs/tiny.py"
@@ -203,7 +203,7 @@ def test_train_cli_stops_with_one_line_and_writes_nothing(tmp_path, override, me
 
 
 def test_the_schema_names_every_objective_train_runs():
-    assert tuple(train.OBJECTIVE) == schema.OBJECTIVES
+    assert tuple(objectives.OBJECTIVE) == schema.OBJECTIVES
 
 
 def test_resolve_checks_every_other_field_against_the_defaults_type():

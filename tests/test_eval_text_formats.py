@@ -178,17 +178,17 @@ def test_study_report_shows_the_families_in_separate_tables_and_panels(tmp_path)
 
 def test_in_loop_eval_formats_are_checked_at_step_0(tiny_config):
     from alignjax import config as config_lib
-    from alignjax import train
+    from alignjax import train_evals
 
     tiny_config.eval.tasks = "builtin_scenarios"
     tiny_config.eval.formats = "letter,text"
-    assert train._eval_tasks(tiny_config) == ["builtin_scenarios"]
+    assert train_evals.eval_tasks(tiny_config) == ["builtin_scenarios"]
     tiny_config.eval.formats = "letter,txt"
     with pytest.raises(config_lib.ConfigError, match=r"eval.formats=letter,txt: unknown format 'txt'"):
-        train._eval_tasks(tiny_config)
+        train_evals.eval_tasks(tiny_config)
     tiny_config.eval.formats, tiny_config.train.objective = "letter,text", "sft"
     with pytest.raises(config_lib.ConfigError, match=r"text family \(t1, t2\) is scored by log-likelihood only.*generate"):
-        train._eval_tasks(tiny_config)
+        train_evals.eval_tasks(tiny_config)
 
 
 def test_in_loop_curves_of_the_two_families_get_a_panel_each(tmp_path):

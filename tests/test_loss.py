@@ -13,7 +13,7 @@ from alignjax import sharding
 
 
 def _plain(hidden, w_out, targets, weights):
-    """train.loss_fn's math on given hidden states: full [b, t, vocab] logits (the model's CPU matmul)."""
+    """objectives.loss_fn's math on given hidden states: full [b, t, vocab] logits (the model's CPU matmul)."""
     nll = _plain_nll(loss_lib.matmul(hidden, w_out), targets, reduce=False)
     weights = jnp.ones_like(nll) if weights is None else weights.astype(jnp.float32)
     return jnp.sum(nll * weights), jnp.sum(weights)
@@ -58,12 +58,12 @@ def test_50k_vocab_head_loss_and_grads_equal_the_plain_path(chunk, weighted):
 
 
 def _tiny_losses(chunk, batch):
-    """train.loss_fn (what the train step differentiates) with train.loss_chunk=chunk."""
-    from alignjax import train
+    """objectives.loss_fn (what the train step differentiates) with train.loss_chunk=chunk."""
+    from alignjax import objectives
 
     cfg = M.ModelConfig(num_layers=2, d_model=64, num_heads=4, d_ff=256, vocab_size=512)
     graphdef, params = nnx.split(M.init(cfg, 0))
-    loss = lambda p: train.loss_fn(p, graphdef, batch, chunk)  # noqa: E731
+    loss = lambda p: objectives.loss_fn(p, graphdef, batch, chunk)  # noqa: E731
     (total, count), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params.to_pure_dict())
     return total, count, grads
 

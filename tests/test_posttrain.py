@@ -12,7 +12,8 @@ from alignjax import model_state, posttrain, sharding
 from alignjax.config import load_config_file
 from alignjax.data import chat
 from alignjax.model import ModelConfig
-from alignjax.train import Setup, loss_fn, train
+from alignjax.objectives import loss_fn
+from alignjax.train import Setup, train
 from conftest import REPO, run_cli
 
 
@@ -120,7 +121,9 @@ def test_embedding_resize_sets_new_rows_to_the_mean_and_grows_the_vocab(tmp_path
     cfg = chat_cfg("sft", write_chats(tmp_path / "c.jsonl"))
     cfg.checkpoint.init_from = str(tmp_path / "base")
     cfg.chat.epochs = 2
-    tok, info = posttrain.prepare(cfg)  # bytes: 258 base ids + 3 chat tokens = 261 > 259
+    given, before = cfg, cfg.to_dict()
+    cfg, tok, info = posttrain.prepare(cfg)  # bytes: 258 base ids + 3 chat tokens = 261 > 259
+    assert given.to_dict() == before and cfg is not given  # the caller's config is left as it was
     assert cfg.model.vocab_size == 384 and cfg.model.d_model == 32 and cfg.model.num_layers == 1
     rows = chat.count_examples(cfg, tok)  # packed rows of one epoch
     assert rows > 4 and cfg.train.num_steps == -(-2 * rows // cfg.train.batch_size)

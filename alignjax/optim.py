@@ -27,10 +27,6 @@ def warmup_linear(lr: float, warmup_steps: int, decay_steps: int, min_lr_ratio: 
 SCHEDULES = {"cosine": warmup_cosine, "linear": warmup_linear}
 
 
-def lr_schedule(opt_cfg, num_steps: int) -> optax.Schedule:
-    return warmup_cosine(opt_cfg.lr, opt_cfg.warmup_steps, opt_cfg.decay_steps or num_steps, opt_cfg.min_lr_ratio)
-
-
 def stage_schedule(stages, kind: str = "cosine") -> optax.Schedule:
     """Each stage re-warms to its own peak and decays over its own steps (the study's
     midtraining re-warms to 2.25e-4 and decays to 0); one optimizer state runs through all.

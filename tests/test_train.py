@@ -60,7 +60,7 @@ def test_weight_decay_only_on_kernels_and_embeddings(tiny_config):
 def test_schedule_warms_up_then_decays_to_the_floor(tiny_config):
     o = tiny_config.optimizer
     o.lr, o.warmup_steps, o.min_lr_ratio = 1e-3, 10, 0.1
-    s = optim.lr_schedule(o, 100)
+    s = optim.warmup_cosine(o.lr, o.warmup_steps, 100, o.min_lr_ratio)  # decay over the run's 100 steps
     assert float(s(0)) == 0.0 and float(s(5)) == pytest.approx(5e-4) and float(s(10)) == pytest.approx(1e-3)
     assert float(s(55)) == pytest.approx(0.55e-3, rel=1e-3) and float(s(100)) == pytest.approx(1e-4)
 

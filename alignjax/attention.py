@@ -15,10 +15,6 @@ import jax.numpy as jnp
 
 from alignjax.sharding import logical_to_spec
 
-# model.attention: xla | cudnn: jax.nn.dot_product_attention's implementation; splash: the
-# Pallas splash attention kernel on TPU (causal blocks skipped, no T x T scores in HBM), the
-# XLA path elsewhere. On CPU, xla and splash run blockwise_causal_attention (the same math).
-ATTENTION = ("xla", "cudnn", "splash")
 
 # Splash attention tiles (MaxText's defaults); a block never exceeds the sequence.
 SPLASH_BLOCK = 512

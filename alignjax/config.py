@@ -19,13 +19,12 @@ from ml_collections.config_dict import placeholder
 
 from alignjax import cli
 from alignjax.cli import ConfigError, cli_error  # every command's one-line errors (config.ConfigError, ...)
+from alignjax.model_config import ModelConfig
 
 
 def default_config() -> ConfigDict:
     c = ConfigDict()
-    # Model shape and numerics: ModelConfig's defaults; configs/pythia.py fills the shape from model.PRESETS.
-    from alignjax.model import ModelConfig  # model -> sharding -> config: imported once this module is
-
+    # Model shape and numerics: ModelConfig's defaults; configs/pythia.py fills the shape from model_config.PRESETS.
     c.model = ConfigDict({f.name: f.default for f in dataclasses.fields(ModelConfig)})
     # Device mesh over (data, fsdp, tensor); -1 fills with the remaining devices.
     c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))

@@ -17,27 +17,10 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from alignjax.attention import ATTENTION, attention, on_cpu
+from alignjax.attention import attention, on_cpu
 from alignjax.loss import matmul
+from alignjax.model_config import ATTENTION, PRESETS, REMAT_NAMES, ModelConfig  # noqa: F401  re-exported
 from alignjax.sharding import constrain
-
-# Pythia's published shapes (EleutherAI/pythia-* config.json). Vocab is padded for efficient
-# sharding: 50304 for most sizes, 50432 at 6.9B, 50688 at 12B.
-PRESETS: dict[str, dict] = {
-    "14m": dict(num_layers=6, d_model=128, num_heads=4, d_ff=512, vocab_size=50304),
-    "31m": dict(num_layers=6, d_model=256, num_heads=8, d_ff=1024, vocab_size=50304),
-    "70m": dict(num_layers=6, d_model=512, num_heads=8, d_ff=2048, vocab_size=50304),
-    "160m": dict(num_layers=12, d_model=768, num_heads=12, d_ff=3072, vocab_size=50304),
-    "410m": dict(num_layers=24, d_model=1024, num_heads=16, d_ff=4096, vocab_size=50304),
-    "1b": dict(num_layers=16, d_model=2048, num_heads=8, d_ff=8192, vocab_size=50304),
-    "1.4b": dict(num_layers=24, d_model=2048, num_heads=16, d_ff=8192, vocab_size=50304),
-    "2.8b": dict(num_layers=32, d_model=2560, num_heads=32, d_ff=10240, vocab_size=50304),
-    "6.9b": dict(num_layers=32, d_model=4096, num_heads=32, d_ff=16384, vocab_size=50432),
-    # The study's released models (geodesic-research/sfm-*; Tice et al. 2026): Pythia-6.9B's
-    # shape with the GPT-NeoX vocabulary padded to 50,304 rather than 50,432.
-    "sfm-6.9b": dict(num_layers=32, d_model=4096, num_heads=32, d_ff=16384, vocab_size=50304),
-    "12b": dict(num_layers=36, d_model=5120, num_heads=40, d_ff=20480, vocab_size=50688),
-}
 
 # Which intermediates a rematerialised block keeps for the backward pass. The backward pass
 # of a block needs qkv, the attention output (and, for splash, its logsumexp: both named
@@ -54,62 +37,7 @@ REMAT_POLICIES = {
     "save_ctx": _save("attn_ctx"),  # no attention recompute; qkv and mlp_in matmuls recomputed
     "save_all": _save("qkv", "attn_ctx", "mlp_in"),  # elementwise ops only
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int = 50304
-    num_layers: int = 6
-    d_model: int = 128
-    num_heads: int = 4
-    d_ff: int = 512
-    max_seq_len: int = 2048
-    rotary_pct: float = 0.25
-    rotary_base: float = 10000.0
-    ln_eps: float = 1e-5
-    gelu_approximate: bool = False
-    init_std: float = 0.02
-    dtype: str = "float32"
-    # How the step runs, not what the model is: left out of equality, so params trained with one
-    # remat policy / attention kernel load into a config with another (midtraining's, say).
-    remat: str = dataclasses.field(default="none", compare=False)  # none | a REMAT_POLICIES name
-    attention: str = dataclasses.field(default="xla", compare=False)  # an alignjax.attention.ATTENTION name
-    # One traced block body scanned over the layers (a compile L times smaller) instead of L
-    # unrolled copies; the params stay one entry per layer.
-    scan_layers: bool = dataclasses.field(default=False, compare=False)
-
-    SHAPE = ("num_layers", "d_model", "num_heads", "d_ff", "rotary_pct", "rotary_base", "ln_eps",
-             "gelu_approximate", "vocab_size")
-
-    def identity(self) -> dict:
-        """What makes two models the same: the fields that fix the params' shapes and the function
-        they compute. Resume, ``checkpoint.init_from``, eval and post-training compare these;
-        post-training lets ``vocab_size`` grow (new chat-token rows)."""
-        return {f: getattr(self, f) for f in self.SHAPE}
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.num_heads
-
-    @property
-    def rotary_dim(self) -> int:
-        return int(self.head_dim * self.rotary_pct)
-
-    def __post_init__(self):
-        if self.d_model % self.num_heads:
-            raise ValueError(f"model.d_model={self.d_model} is not divisible by model.num_heads={self.num_heads}")
-        if self.remat != "none" and self.remat not in REMAT_POLICIES:
-            raise ValueError(f"model.remat={self.remat!r}; valid: none, {', '.join(REMAT_POLICIES)}")
-        if self.attention not in ATTENTION:
-            raise ValueError(f"model.attention={self.attention!r}; valid: {', '.join(ATTENTION)}")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"model.dtype={self.dtype!r}; valid: float32, bfloat16, float16")
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides) -> "ModelConfig":
-        if name not in PRESETS:
-            raise ValueError(f"unknown Pythia preset {name!r}; valid: {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+assert tuple(REMAT_POLICIES) == REMAT_NAMES  # the names ModelConfig (jax-free) accepts
 
 
 def _param(rngs: nnx.Rngs, std: float | None, shape, axes) -> nnx.Param:

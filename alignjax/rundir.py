@@ -32,7 +32,7 @@ from etils import epath
 
 from alignjax.config import ConfigError
 from alignjax.metrics import METRICS, TENSORBOARD, write_json
-from alignjax.model import ModelConfig
+from alignjax.model_config import ModelConfig
 
 log = logging.getLogger("alignjax")
 

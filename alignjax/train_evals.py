@@ -36,7 +36,7 @@ def eval_tasks(cfg) -> list[str]:
 
         formats = cfg.eval.get("formats", "letter")
         try:
-            eval_run.check_formats(formats, "generate" if cfg.train.objective != "lm" else "loglik")
+            registry.check_formats(formats, "generate" if cfg.train.objective != "lm" else "loglik")
             registry.load_suites().resolve_formats(formats)
         except ValueError as e:
             raise config_lib.ConfigError(f"eval.formats={formats}: {str(e).splitlines()[0].removeprefix('--formats: ')}"

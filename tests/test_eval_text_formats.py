@@ -72,8 +72,8 @@ def test_format_selection_by_family_id_or_wording():
     # capability tasks keep their OLMES variant when families are asked for
     assert {e["format_id"] for e in registry.examples("arc_easy", "validation", formats="letter,text", limit=1)} == {"rc_5shot"}
     with pytest.raises(ValueError, match=r"text family \(t1, t2\) is scored by log-likelihood only"):
-        eval_run.check_formats("letter,text", "generate")
-    assert eval_run.check_formats("letter", "generate") == [] and eval_run.check_formats("t2", "loglik") == ["t2"]
+        registry.check_formats("letter,text", "generate")
+    assert registry.check_formats("letter", "generate") == [] and registry.check_formats("t2", "loglik") == ["t2"]
 
 
 def test_text_scores_choose_differently_by_hand():

@@ -134,3 +134,21 @@ def register_scenario_file(name: str, path, **kwargs):
 def task_for_data(path, name: str | None = None, **kwargs) -> str:
     """``--data=<path>``: a task over that scenario file (default name ``discourse_misalignment_<stem>``)."""
     return load_tasks().task_for_data(path, name, **kwargs)
+
+
+def check_formats(formats, mode: str = "loglik") -> list[str]:
+    """The text-family formats ``formats`` selects; ValueError in generate mode when there are
+    any (the text family is scored by log-likelihood: a generated answer names a letter, and a
+    text prompt lists none). Unknown names are left to the tasks (capability variants are
+    theirs to check)."""
+    suites = load_suites()
+    if formats is None:
+        return []
+    names = [s.strip() for s in formats.split(",")] if isinstance(formats, str) else list(formats)
+    table = suites.formats()
+    text = [f.id for f in table.values() if f.family == "text" and (
+        "all" in names or "text" in names or f.id in names or f.wording in names)]
+    if mode == "generate" and text:
+        raise ValueError(f"--formats: the text family ({', '.join(text)}) is scored by log-likelihood only; "
+                         "--mode=generate takes the letter family")
+    return text

@@ -50,7 +50,6 @@ from alignjax import config as config_lib
 from alignjax.cli import Parser
 from alignjax.data import eval_suites as registry
 from alignjax.eval import metrics, scoring
-from alignjax.eval import run as eval_run
 from alignjax.eval.report import atomic_write, package_versions
 
 PROG = "alignjax-eval export"
@@ -367,7 +366,7 @@ def export(fmt: str, tasks: list[str], output: str | Path, *, split: str = "eval
     _check_output(out)
     if fmt == "inspect":
         try:
-            eval_run.check_formats(formats, "generate")
+            registry.check_formats(formats, "generate")
         except ValueError as e:
             raise ExportError(str(e).replace("--mode=generate", "--format=inspect")) from None
     if fmt == "lm-eval":

@@ -45,7 +45,7 @@ from alignjax.data.chat import render_prompt
 from alignjax.cli import Parser
 from alignjax.data.sources import DataError
 from alignjax.data.tokenizer import Tokenizer
-from alignjax.eval import metrics, report, scoring
+from alignjax.eval import export, metrics, report, scoring
 from alignjax.eval.metrics import RULE
 from alignjax.eval.scoring import Scorer
 from alignjax.rundir import RunDir
@@ -115,7 +115,7 @@ def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "a
                 max_new_tokens=max_new_tokens, temperature=temperature, render=render)
         return results, records
     instruct = mode == "generate" if instruct is None else instruct
-    check_formats(formats, mode)
+    registry.check_formats(formats, mode)
     table = suites.formats()
 
     def make(name: str, persona: str) -> list[dict]:
@@ -151,24 +151,6 @@ def evaluate(scorer, tasks: list[str], *, split: str = "eval", persona: str = "a
     for e in examples:
         by_task[e["task"]].append(e)
     return {t: {**metrics.task_metrics(recs), "split": split} for t, recs in by_task.items()}, dict(by_task)
-
-
-def check_formats(formats, mode: str = "loglik") -> list[str]:
-    """The text-family formats ``formats`` selects; ValueError in generate mode when there are
-    any (the text family is scored by log-likelihood: a generated answer names a letter, and a
-    text prompt lists none). Unknown names are left to the tasks (capability variants are
-    theirs to check)."""
-    suites = registry.load_suites()
-    if formats is None:
-        return []
-    names = [s.strip() for s in formats.split(",")] if isinstance(formats, str) else list(formats)
-    table = suites.formats()
-    text = [f.id for f in table.values() if f.family == "text" and (
-        "all" in names or "text" in names or f.id in names or f.wording in names)]
-    if mode == "generate" and text:
-        raise ValueError(f"--formats: the text family ({', '.join(text)}) is scored by log-likelihood only; "
-                         "--mode=generate takes the letter family")
-    return text
 
 
 def check_output_dir(out) -> None:
@@ -308,8 +290,6 @@ def main(argv: list[str] | None = None) -> int:
     config_lib.setup_logging()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["export"]:  # the suites as lm-eval / Inspect tasks (alignjax/eval/export.py)
-        from alignjax.eval import export
-
         return export.main(argv[1:])
     args = _parser().parse_args(argv)
 
@@ -330,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         personas = [p for p in args.persona.split(",") if p]
         # pre-flight: everything a user can get wrong fails here, before the model loads
         check_personas_and_split(tasks, personas, args.split)
-        check_formats(args.formats, args.mode)
+        registry.check_formats(args.formats, args.mode)
         output = Path(args.output or Path(args.checkpoint) / "eval")
         check_output_dir(output)
         tokenizer, tok = load_tokenizer(args.checkpoint, args.tokenizer)

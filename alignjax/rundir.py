@@ -138,11 +138,20 @@ class RunDir:
             try:
                 if d.exists() and not d.is_dir():
                     raise ConfigError(f"--workdir={self.root}: {d} is a file, not a directory")
-                d.mkdir(parents=True, exist_ok=True)
-                (d / probe).write_text("")
+                for attempt in range(3):
+                    d.mkdir(parents=True, exist_ok=True)
+                    try:
+                        (d / probe).write_text("")
+                        break
+                    except FileNotFoundError:  # another process of the run removed its probe directory
+                        if attempt == 2:
+                            raise
                 (d / probe).unlink()
                 if created:
-                    d.rmdir()
+                    try:
+                        d.rmdir()
+                    except OSError:  # another process of the run is probing it (or wrote into it): keep it
+                        pass
             except OSError as e:
                 why = e.strerror or type(e).__name__
                 raise ConfigError(f"--workdir={self.root}: cannot write to {d} ({why})") from None

@@ -196,6 +196,31 @@ def test_preflight_names_the_path_that_cannot_be_written(tmp_path):
     assert run.checkpoints.is_dir() and not list(run.checkpoints.iterdir())
 
 
+def test_preflight_of_processes_starting_together_does_not_trip_over_each_other(tmp_path, monkeypatch):
+    """Pod hosts (and the processes of one host) probe the same new checkpoints/ at once: one
+    removing its probe directory while another writes there, or another's probe still in it
+    when this one tidies up, is not an unwritable path (a 2-process test hit the first)."""
+    run = rundir.RunDir(tmp_path / "run")
+    cls, real_write, real_rmdir = type(run.checkpoints), type(run.checkpoints).write_text, type(run.checkpoints).rmdir
+    raced = []
+
+    def write_text(self, *args, **kwargs):
+        if self.parent == run.checkpoints and not raced:  # the other process's rmdir lands first
+            raced.append(self)
+            real_rmdir(self.parent)
+        return real_write(self, *args, **kwargs)
+
+    def rmdir(self):
+        if self == run.tensorboard:  # the other process's probe is in it right now
+            raise OSError(39, "Directory not empty")
+        return real_rmdir(self)
+
+    monkeypatch.setattr(cls, "write_text", write_text)
+    monkeypatch.setattr(cls, "rmdir", rmdir)
+    run.preflight_writable()
+    assert raced and not run.checkpoints.exists() and run.tensorboard.is_dir()
+
+
 def test_on_gs_the_lock_is_a_lease_and_metrics_and_runs_are_rewritten_whole(fake_gcs):
     from etils import epath
 

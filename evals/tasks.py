@@ -84,15 +84,11 @@ def _indices_fn(definition: suites.Task, persona: str):
 
     def fn(split: str, shuffle_files: bool = False, seed=None) -> tf.data.Dataset:
         del shuffle_files, seed  # one source, read in order; seqio shuffles examples if asked
-        n = len(_examples(definition, split, persona))
+        n = len(definition.examples(split, persona=persona))
         return tf.data.Dataset.from_tensor_slices({"split": tf.fill([n], split), "index": tf.range(n, dtype=tf.int64)})
 
     fn.__name__ = f"dataset_fn_{definition.name}"
     return fn
-
-
-def _examples(definition: suites.Task, split: str, persona: str) -> list[dict]:
-    return definition.examples(split, persona=persona)  # the definitions cache what they read
 
 
 def _as_arrays(example: dict) -> dict:
@@ -109,8 +105,12 @@ def render(dataset: tf.data.Dataset, definition: suites.Task, persona: str) -> t
     """The preprocessor that renders each (split, index) row into its example dict, in plain Python."""
 
     def generate():
+        rendered = {}  # split -> its examples, rendered once per pass rather than once per row
         for row in dataset.as_numpy_iterator():
-            yield _as_arrays(_examples(definition, row["split"].decode(), persona)[int(row["index"])])
+            split = row["split"].decode()
+            if split not in rendered:
+                rendered[split] = definition.examples(split, persona=persona)
+            yield _as_arrays(rendered[split][int(row["index"])])
 
     return tf.data.Dataset.from_generator(generate, output_signature=SIGNATURE)
 

@@ -70,11 +70,13 @@ def rotary(x: jax.Array, positions: jax.Array, rotary_dim: int, base: float) -> 
     inv_freq = 1.0 / (base ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
     angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [b, t, rot/2]
     angles = jnp.concatenate([angles, angles], -1)[:, :, None, :]
-    cos, sin = jnp.cos(angles), jnp.sin(angles)
-    x_rot, x_pass = x[..., :rotary_dim].astype(jnp.float32), x[..., rotary_dim:]
+    # The angles in fp32, the rotation in the compute dtype, as the reference (HF GPTNeoX) does:
+    # fp32 copies of q and k would be the largest temporaries of a bf16 attention layer.
+    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
     x1, x2 = jnp.split(x_rot, 2, axis=-1)
     rotated = x_rot * cos + jnp.concatenate([-x2, x1], -1) * sin
-    return jnp.concatenate([rotated.astype(x.dtype), x_pass], -1)
+    return jnp.concatenate([rotated, x_pass], -1)
 
 
 class Attention(nnx.Module):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from alignjax.data import sources
 from alignjax.data.blocklist_match import (ENTITY, STAGES, Blocklist, BlocklistError, Flag, Match,
                                           flag_from_matches)
 from alignjax.cli import Parser
+from alignjax.data.errors import BEAM_EPILOG, on_beam
 from alignjax.data.sources import MAX_BAD_FRACTION, DataError
 
 log = logging.getLogger("alignjax")
@@ -264,7 +266,8 @@ PROG = "alignjax-data filter"
 def _parser():
     p = Parser(prog=PROG, description="Split documents by the AI-discourse blocklist: <output>/kept.jsonl, "
                "<output>/flagged.jsonl (with a 'blocklist' field) and a JSON report. With --labels instead: "
-               "score the blocklist on labelled documents (recall, precision, flag rate per label).")
+               "score the blocklist on labelled documents (recall, precision, flag rate per label).",
+               epilog=BEAM_EPILOG)
     p.add_argument("--input", action="append", default=None,
                    help=".jsonl/.jsonl.gz/.parquet files, directories, globs, gs:// or hf://datasets/ URLs, or "
                         "'builtin'/'builtin:wikipedia' (comma-separated or repeated)")
@@ -300,10 +303,30 @@ def _check_output(out: Path, report: Path) -> None:
         raise InputError(f"--report directory {str(report.parent)!r} is not a directory")
 
 
+def filter_file(bl: Blocklist, path: str, text_field: str, count: sources.BadRecords, report: Report,
+                sinks: dict) -> None:
+    """One file's records into ``sinks['kept']``/``sinks['flagged']`` (text files), counted in
+    ``count`` and ``report``."""
+    dump = json.JSONEncoder(ensure_ascii=False, default=str).encode
+    for record, text, _ in sources.read_records(path, text_field, count):
+        flag = found = None
+        if bl.is_flagged(text):
+            found = bl.matches(text)
+            flag = flag_from_matches(found)
+        report.add(report.documents, path, text, flag, found)
+        if flag is None:
+            sinks["kept"].write(dump(record) + "\n")
+        else:
+            sinks["flagged"].write(dump({**record, "blocklist": flag.to_dict()}) + "\n")
+
+
 def run(inputs: list[str], output: str, report_path: str | None = None, *, text_field: str = "text",
-        terms: str | None = None, examples: int = 5, max_bad_fraction: float = MAX_BAD_FRACTION) -> dict[str, Any]:
-    """The ``filter`` command as a function; returns the report. Raises InputError/BlocklistError,
-    or DataError: unreadable records are skipped and counted (the report's ``malformed``) up to
+        terms: str | None = None, examples: int = 5, max_bad_fraction: float = MAX_BAD_FRACTION,
+        process=None) -> dict[str, Any]:
+    """The ``filter`` command as a function; returns the report. ``process(bl, files, text_field,
+    count, report, tmp)``, if given, does the filtering instead of this process (a Beam pipeline,
+    ``alignjax.data.beam``): it fills ``tmp['kept']``/``tmp['flagged']``, ``count`` and ``report``.
+    Raises InputError/BlocklistError, or DataError: unreadable records are skipped and counted (the report's ``malformed``) up to
     ``max_bad_fraction`` of the records read, past it ``sources.BadDataError``.
 
     Outputs are written to temporary names and renamed at the end, kept.jsonl and
@@ -315,27 +338,23 @@ def run(inputs: list[str], output: str, report_path: str | None = None, *, text_
     report_file = Path(report_path) if report_path else out / "report.json"
     _check_output(out, report_file)
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    report_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        report_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only parent: one line, not a traceback
+        raise InputError(f"--output {str(out)!r}: cannot write here ({type(e).__name__}: {sources.first_line(e)})") from None
     tmp = {name: out / f".{name}.jsonl.tmp-{os.getpid()}" for name in ("kept", "flagged")}
     report = Report(bl, examples=examples)
     count = sources.BadRecords(max_bad_fraction, "--max_bad_fraction")
     t0 = time.perf_counter()
     try:
-        with contextlib.ExitStack() as stack:
-            sinks = {k: stack.enter_context(open(p, "w", encoding="utf-8")) for k, p in tmp.items()}
-            dump = json.JSONEncoder(ensure_ascii=False, default=str).encode
-            for path in files:
-                for record, text, _ in sources.read_records(path, text_field, count):
-                    flag = found = None
-                    if bl.is_flagged(text):
-                        found = bl.matches(text)
-                        flag = flag_from_matches(found)
-                    report.add(report.documents, path, text, flag, found)
-                    if flag is None:
-                        sinks["kept"].write(dump(record) + "\n")
-                    else:
-                        sinks["flagged"].write(dump({**record, "blocklist": flag.to_dict()}) + "\n")
+        if process is None:
+            with contextlib.ExitStack() as stack:
+                sinks = {k: stack.enter_context(open(p, "w", encoding="utf-8")) for k, p in tmp.items()}
+                for path in files:
+                    filter_file(bl, path, text_field, count, report, sinks)
+        else:
+            process(bl, files, text_field, count, report, tmp)
         seconds = time.perf_counter() - t0
         result = report.to_dict(
             inputs=files, terms=bl.source, text_field=text_field, malformed=count.bad,
@@ -360,8 +379,11 @@ def run(inputs: list[str], output: str, report_path: str | None = None, *, text_
     return result
 
 
-def cli(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+def cli(argv: list[str] | None = None, process=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if on_beam(argv):  # apache_beam only then
+        return importlib.import_module("alignjax.data.beam").cli("filter", argv)
+    args = _parser().parse_args(argv)
     if args.examples < 0:
         config_lib.cli_error(PROG, f"--examples must be >= 0, got {args.examples}")
     if not 0 <= args.max_bad_fraction <= 1:
@@ -374,9 +396,11 @@ def cli(argv: list[str] | None = None) -> int:
                              + " (or --labels=FILE to score the blocklist)")
     try:
         result = run(args.input, args.output, args.report, text_field=args.text_field, terms=args.terms,
-                     examples=args.examples, max_bad_fraction=args.max_bad_fraction)
+                     examples=args.examples, max_bad_fraction=args.max_bad_fraction, process=process)
     except (InputError, BlocklistError, DataError) as e:
         config_lib.cli_error(PROG, str(e))
+    except OSError as e:  # e.g. an output directory that cannot be written to
+        config_lib.cli_error(PROG, f"{type(e).__name__}: {e}")
     chars = result["characters"]
     log.info("%d documents: %d kept, %d flagged (%.2f%%; instant %d, two-stage %d); %d malformed skipped; "
              "%.1f MB in %.1fs", result["documents"], result["kept"], result["flagged"],

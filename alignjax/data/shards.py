@@ -9,6 +9,7 @@ directory appears only when complete: it is written under a temporary name and r
 from __future__ import annotations
 
 import datetime
+import importlib
 import json
 import logging
 import os
@@ -21,7 +22,8 @@ import numpy as np
 
 from alignjax import config as config_lib
 from alignjax.cli import Parser
-from alignjax.data.sources import MAX_BAD_FRACTION, DataError, DocumentSource
+from alignjax.data.errors import BEAM_EPILOG, on_beam
+from alignjax.data.sources import MAX_BAD_FRACTION, DataError, DocumentSource, first_line
 from alignjax.data.tokenizer import Tokenizer
 
 log = logging.getLogger("alignjax")
@@ -29,6 +31,7 @@ log = logging.getLogger("alignjax")
 MANIFEST = "manifest.json"
 WRITER_OPTIONS = "group_size:1"  # one record per chunk: fast random access (what Grain expects)
 ENCODE_BATCH = 512  # documents per call to the batch encoder
+PROG = "alignjax-data tokenize"
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -43,42 +46,29 @@ def check_output(output: str | os.PathLike) -> Path:
 
 
 def write_shards(source: DocumentSource, tokenizer: Tokenizer, output: str | os.PathLike, *,
-                 docs_per_shard: int = 100_000) -> dict[str, Any]:
-    """Tokenize every document of ``source`` into ``output`` (absent or empty); returns the manifest."""
-    from array_record.python.array_record_module import ArrayRecordWriter
-
+                 docs_per_shard: int = 100_000, write=None) -> dict[str, Any]:
+    """Tokenize every document of ``source`` into ``output`` (absent or empty); returns the manifest.
+    ``write(source, tokenizer, tmp, docs_per_shard, dtype) -> (shards, bad records)`` fills the
+    temporary directory: this process (``write_local``) or a Beam pipeline (``alignjax.data.beam``)."""
     out = check_output(output)
     if docs_per_shard < 1:
         raise DataError(f"docs_per_shard={docs_per_shard}: must be >= 1")
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    tmp.mkdir(parents=True)
-    dtype = token_dtype(tokenizer.vocab_size)
-    shards: list[dict[str, Any]] = []
-    writer, start = None, time.time()
     try:
-        it = iter(source)
-        while batch := [doc for _, doc in zip(range(ENCODE_BATCH), it)]:
-            for ids in tokenizer.encode_batch(batch):
-                if writer is None:
-                    shards.append({"file": f"shard-{len(shards):05d}.arrayrecord", "documents": 0, "tokens": 0})
-                    writer = ArrayRecordWriter(str(tmp / shards[-1]["file"]), WRITER_OPTIONS)
-                writer.write(ids.astype(dtype).tobytes())
-                shards[-1]["documents"] += 1
-                shards[-1]["tokens"] += len(ids)
-                if shards[-1]["documents"] == docs_per_shard:
-                    writer.close()
-                    writer = None
-                    log.info("%s: %d documents, %d tokens", shards[-1]["file"], docs_per_shard, shards[-1]["tokens"])
-        if writer is not None:
-            writer.close()
-            writer = None
+        tmp.mkdir(parents=True)
+    except OSError as e:  # a read-only or missing-permission parent: one line, not a traceback
+        raise DataError(f"{out}: cannot write here ({type(e).__name__}: {first_line(e)})") from None
+    dtype = token_dtype(tokenizer.vocab_size)
+    start = time.time()
+    try:
+        shards, bad_records = (write or write_local)(source, tokenizer, tmp, docs_per_shard, dtype)
         if not shards:
             raise DataError(f"{source.spec}: no documents to tokenize")
         documents, tokens = sum(s["documents"] for s in shards), sum(s["tokens"] for s in shards)
         manifest = {
             "documents": documents, "tokens": tokens, "dtype": dtype.name, "shards": shards,
             "source": {"spec": source.spec, "files": source.files},
-            "text_field": source.text_field, "bad_records": it.bad_records,
+            "text_field": source.text_field, "bad_records": bad_records,
             "tokenizer": {"spec": tokenizer.spec, "sha256": tokenizer.sha256,
                           "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id},
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -88,14 +78,40 @@ def write_shards(source: DocumentSource, tokenizer: Tokenizer, output: str | os.
             out.rmdir()  # empty, checked above; rename needs it gone
         os.rename(tmp, out)
     except BaseException:
-        if writer is not None:
-            writer.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     secs = time.time() - start
     log.info("wrote %s: %d documents, %d tokens, %d shards (%.0f tokens/s); %d bad records skipped", out,
-             documents, tokens, len(shards), tokens / max(secs, 1e-9), it.bad_records)
+             documents, tokens, len(shards), tokens / max(secs, 1e-9), bad_records)
     return manifest
+
+
+def write_local(source, tokenizer: Tokenizer, tmp: Path, docs_per_shard: int, dtype: np.dtype,
+                prefix: str = "shard-") -> tuple[list[dict[str, Any]], int]:
+    """Every document of ``source`` into ``<tmp>/<prefix>NNNNN.arrayrecord`` files of
+    ``docs_per_shard`` documents; returns their manifest entries and the bad records skipped."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    shards: list[dict[str, Any]] = []
+    writer = None
+    try:
+        it = iter(source)
+        while batch := [doc for _, doc in zip(range(ENCODE_BATCH), it)]:
+            for ids in tokenizer.encode_batch(batch):
+                if writer is None:
+                    shards.append({"file": f"{prefix}{len(shards):05d}.arrayrecord", "documents": 0, "tokens": 0})
+                    writer = ArrayRecordWriter(str(tmp / shards[-1]["file"]), WRITER_OPTIONS)
+                writer.write(ids.astype(dtype).tobytes())
+                shards[-1]["documents"] += 1
+                shards[-1]["tokens"] += len(ids)
+                if shards[-1]["documents"] == docs_per_shard:
+                    writer.close()
+                    writer = None
+                    log.info("%s: %d documents, %d tokens", shards[-1]["file"], docs_per_shard, shards[-1]["tokens"])
+    finally:
+        if writer is not None:
+            writer.close()
+    return shards, it.bad_records
 
 
 class TokenizedShards:
@@ -152,10 +168,9 @@ class TokenizedShards:
         return f"TokenizedShards({str(self.directory)!r}, documents={len(self)}, tokens={self.tokens})"
 
 
-def cli(argv: list[str]) -> int:
-    """alignjax-data tokenize --input=<source spec> --tokenizer=<spec> --output=<dir>"""
-    prog = "alignjax-data tokenize"
-    parser = Parser(prog=prog, description="Raw documents -> pre-tokenized ArrayRecord shards + manifest.")
+def _parser() -> Parser:
+    parser = Parser(prog=PROG, description="Raw documents -> pre-tokenized ArrayRecord shards + manifest.",
+                    epilog=BEAM_EPILOG)
     parser.add_argument("--input", required=True,
                         help="source spec: files, directories, globs, gs://, hf://datasets/..., builtin")
     parser.add_argument("--tokenizer", required=True, help="tokenizer.json, a directory, a hub id, or bytes")
@@ -165,15 +180,24 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--max_bad_fraction", type=float, default=MAX_BAD_FRACTION,
                         help="unreadable records tolerated (skipped, counted) before the command fails; "
                              "as data.max_bad_fraction")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def cli(argv: list[str], write=None) -> int:
+    """alignjax-data tokenize --input=<source spec> --tokenizer=<spec> --output=<dir> [--runner=<Beam runner> ...]"""
+    if on_beam(argv):  # apache_beam only then: training imports this module
+        return importlib.import_module("alignjax.data.beam").cli("tokenize", argv)
+    args = _parser().parse_args(argv)
     if not 0 <= args.max_bad_fraction <= 1:
-        config_lib.cli_error(prog, f"--max_bad_fraction={args.max_bad_fraction}: must be in [0, 1]")
+        config_lib.cli_error(PROG, f"--max_bad_fraction={args.max_bad_fraction}: must be in [0, 1]")
     try:
         check_output(args.output)  # before any slow listing or download
         source = DocumentSource(args.input, text_field=args.text_field, max_bad_fraction=args.max_bad_fraction,
                                 threshold_name="--max_bad_fraction")
         tokenizer = Tokenizer.load(args.tokenizer)
-        write_shards(source, tokenizer, args.output, docs_per_shard=args.docs_per_shard)
+        write_shards(source, tokenizer, args.output, docs_per_shard=args.docs_per_shard, write=write)
     except DataError as e:
-        config_lib.cli_error(prog, str(e))
+        config_lib.cli_error(PROG, str(e))
+    except OSError as e:  # e.g. an output directory that cannot be written to
+        config_lib.cli_error(PROG, f"{type(e).__name__}: {e}")
     return 0

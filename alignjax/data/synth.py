@@ -33,6 +33,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime
+import importlib
 import json
 import logging
 import os
@@ -44,6 +45,7 @@ from typing import Sequence
 
 from alignjax import config as config_lib
 from alignjax.data import synth_templates
+from alignjax.data.errors import BEAM_EPILOG, on_beam
 from alignjax.cli import Parser
 from alignjax.data.scenarios import (POLARITIES, SynthError, builtin_scenarios_path, check_no_heldout,
                                      heldout_scenarios, load_scenarios, normalize_question)
@@ -147,7 +149,7 @@ def _record(request: Request, text: str, generator: dict, forced_heldout: set | 
 
 def run(requests: Sequence[Request], output: str | os.PathLike, *, mode: str = "template",
         client: ApiClient | None = None, concurrency: int = 8, seed: int = 0, max_new: int = 0,
-        log_every_s: float = 10.0, forced_heldout: set | None = None) -> Summary:
+        log_every_s: float = 10.0, forced_heldout: set | None = None, generate=None) -> Summary:
     """Generate every request not already in ``output``; append each document as it finishes.
 
     ``mode="template"`` runs in order (deterministic file); ``mode="api"`` needs ``client`` and runs
@@ -155,6 +157,8 @@ def run(requests: Sequence[Request], output: str | os.PathLike, *, mode: str = "
     A 401/403/404 from the endpoint stops the run (SynthError); other failures are counted in the
     summary and left for the next run. ``forced_heldout`` (a --force_heldout run: the held-out
     question_ids among the seeds) adds ``heldout_forced``/``heldout`` to every record.
+    ``generate(todo, out, mode, client, generator, concurrency, summary, seed, forced_heldout)``, if
+    given, generates the documents instead of this process (a Beam pipeline, ``alignjax.data.beam``).
     """
     if mode not in ("template", "api"):
         raise SynthError(f"mode must be 'template' or 'api', got {mode!r}")
@@ -185,7 +189,9 @@ def run(requests: Sequence[Request], output: str | os.PathLike, *, mode: str = "
             todo = todo[:max_new]
         log.info("synth: %d requests, %d already in %s, %d to generate (%s mode)",
                  summary.total, summary.skipped, out.path, len(todo), mode)
-        if mode == "template":
+        if generate is not None:
+            generate(todo, out, mode, client, generator, concurrency, summary, seed, forced_heldout)
+        elif mode == "template":
             for r in todo:
                 out.write(_record(r, synth_templates.template_document(r, seed), generator, forced_heldout))
                 summary.written += 1
@@ -247,7 +253,8 @@ def _run_api(todo, out, client, generator, concurrency, summary, log_every_s, fo
 
 
 def _parser():
-    p = Parser(prog=PROG, description="Synthetic documents in which an AI takes the aligned or misaligned action.")
+    p = Parser(prog=PROG, description="Synthetic documents in which an AI takes the aligned or misaligned action.",
+               epilog=BEAM_EPILOG)
     p.add_argument("--scenarios", default=None, help="scenario JSONL (default: evals/data/builtin_scenarios.jsonl)")
     p.add_argument("--split", default="seed", help="records with this split field seed documents; 'all' takes every record")
     p.add_argument("--polarity", default="both", choices=("aligned", "misaligned", "both"))
@@ -278,17 +285,19 @@ def _parser():
     return p
 
 
-def cli(argv: list[str]) -> int:
+def cli(argv: list[str], generate=None) -> int:
+    if on_beam(argv):  # apache_beam only then
+        return importlib.import_module("alignjax.data.beam").cli("synth", argv)
     args = _parser().parse_args(argv)
     try:
-        return _cli(args)
+        return _cli(args, generate)
     except SynthError as e:
         config_lib.cli_error(PROG, str(e))
     except KeyboardInterrupt:
         config_lib.cli_error(PROG, "interrupted; rerun the same command to resume", code=130)
 
 
-def _cli(args) -> int:
+def _cli(args, generate=None) -> int:
     for name in ("num_docs", "max_new", "max_retries", "seed", "min_words"):
         if getattr(args, name) < 0:
             raise SynthError(f"--{name} must be >= 0, got {getattr(args, name)}")
@@ -356,7 +365,7 @@ def _cli(args) -> int:
         return 0
 
     summary = run(requests, args.output, mode=args.mode, client=client, concurrency=args.concurrency,
-                  seed=args.seed, max_new=args.max_new, forced_heldout=forced)
+                  seed=args.seed, max_new=args.max_new, forced_heldout=forced, generate=generate)
     if summary.failed:
         config_lib.cli_error(PROG, f"{summary.failed} of {summary.total} requests failed (first: {summary.first_error}); "
                              "rerun the same command to retry them", code=1)

@@ -41,7 +41,8 @@ from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import create_runner
 
 from alignjax import config as config_lib
 from alignjax.data import blocklist, shards, sources, synth, synth_templates
@@ -76,6 +77,10 @@ def cli(name: str, argv: list[str]) -> int:
     if name == "filter" and any(a.partition("=")[0] == "--labels" for a in own):
         config_lib.cli_error(prog, "--labels scores the blocklist in this process: drop --runner")
     options = PipelineOptions(rest)
+    try:  # an unknown runner before any listing, download or tokenizer load
+        create_runner(options.view_as(StandardOptions).runner)
+    except (ValueError, ImportError) as e:
+        config_lib.cli_error(prog, f"--runner: {sources.first_line(e)}")
     if name == "tokenize":
         return shards.cli(own, write=functools.partial(tokenize_files, options=options))
     if name == "filter":

@@ -32,17 +32,22 @@ def on_cpu() -> bool:
     return platform() == "cpu"
 
 
-def attention(q, k, v, segment_ids=None, impl: str = "xla"):
+def attention(q, k, v, segment_ids=None, impl: str = "xla", kv_end=None):
     """Causal attention, q, k, v [batch, seq, heads, head_dim] -> [batch, seq, heads, head_dim];
-    ``segment_ids`` int [batch, seq] keeps packed documents apart; ``impl`` a model.attention name."""
+    ``segment_ids`` int [batch, seq] keeps packed documents apart; ``impl`` a model.attention name.
+    ``kv_end`` int [batch, seq] packs a prefix tree in depth-first order (the scorer's shared
+    prompt prefixes): key j is seen by queries j .. kv_end[j]-1, its subtree, and no others."""
     where = platform()
-    if impl == "splash" and where == "tpu":
+    if impl == "splash" and where == "tpu" and kv_end is None:
         return splash_attention(q, k, v, segment_ids)
     if impl in ("xla", "splash") and where == "cpu":
-        return blockwise_causal_attention(q, k, v, segment_ids)
+        return blockwise_causal_attention(q, k, v, segment_ids, kv_end=kv_end)
     mask = None
     if segment_ids is not None:  # packed documents do not attend to each other
         mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+    if kv_end is not None:
+        seen = jnp.arange(q.shape[1])[None, None, :, None] < kv_end[:, None, None, :]
+        mask = seen if mask is None else mask & seen
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True,
                                         implementation="xla" if impl == "splash" else impl)
 
@@ -85,14 +90,15 @@ def splash_attention(q, k, v, segment_ids=None):
     return out.swapaxes(1, 2)
 
 
-def blockwise_causal_attention(q, k, v, segment_ids=None, block: int = 128):
+def blockwise_causal_attention(q, k, v, segment_ids=None, block: int = 128, kv_end=None):
     """Causal softmax attention computed ``block`` queries at a time: block i attends only to keys
     before its end, so the masked upper triangle of the scores is neither computed nor stored
     (about half of the T x T work for long T). The math is jax.nn.dot_product_attention's
     (implementation="xla"): fp32 scores scaled after the dot, the same large negative for masked
     keys, fp32 softmax, probabilities cast back to v's dtype. Used on CPU, where the full version's
     [batch, heads, T, T] elementwise passes dominate (2.5x slower at pythia-70m, seq 512).
-    q, k, v: [batch, seq, heads, head_dim]; segment_ids: int [batch, seq] or None."""
+    q, k, v: [batch, seq, heads, head_dim]; segment_ids, kv_end: int [batch, seq] or None (as
+    ``attention``)."""
     t, scale = q.shape[1], 1.0 / math.sqrt(q.shape[-1])
     large_negative = jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max))
     precision = jax.lax.DotAlgorithmPreset.BF16_BF16_F32 if q.dtype == jnp.bfloat16 else None
@@ -104,6 +110,8 @@ def blockwise_causal_attention(q, k, v, segment_ids=None, block: int = 128):
         mask = (jnp.arange(start, end)[:, None] >= jnp.arange(end)[None, :])[None, None]
         if segment_ids is not None:  # packed documents do not attend to each other
             mask = mask & (segment_ids[:, None, start:end, None] == segment_ids[:, None, None, :end])
+        if kv_end is not None:
+            mask = mask & (jnp.arange(start, end)[None, None, :, None] < kv_end[:, None, None, :end])
         probs = jax.nn.softmax(jnp.where(mask, scores, large_negative), axis=-1).astype(v.dtype)
         out.append(jnp.einsum("bnts,bsnh->btnh", probs, v[:, :end]))
     return jnp.concatenate(out, axis=1) if len(out) > 1 else out[0]

@@ -89,7 +89,7 @@ class Attention(nnx.Module):
         self.out_bias = _param(rngs, None, (d,), ("norm",))
         self.cfg = cfg
 
-    def __call__(self, x, positions, segment_ids):
+    def __call__(self, x, positions, segment_ids, kv_end=None):
         cfg, dt = self.cfg, x.dtype
         qkv = jnp.einsum("btd,dnkh->btnkh", x, self.qkv_kernel[...].astype(dt)) + self.qkv_bias[...].astype(dt)
         qkv = checkpoint_name(qkv, "qkv")
@@ -97,7 +97,7 @@ class Attention(nnx.Module):
         q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
         q = rotary(q, positions, cfg.rotary_dim, cfg.rotary_base)
         k = rotary(k, positions, cfg.rotary_dim, cfg.rotary_base)
-        ctx = checkpoint_name(attention(q, k, v, segment_ids, cfg.attention), "attn_ctx")
+        ctx = checkpoint_name(attention(q, k, v, segment_ids, cfg.attention, kv_end), "attn_ctx")
         out = jnp.einsum("btnh,nhd->btd", ctx, self.out_kernel[...].astype(dt)) + self.out_bias[...].astype(dt)
         return checkpoint_name(out, "attn_out")
 
@@ -147,8 +147,8 @@ class Block(nnx.Module):
         self.attn = Attention(cfg, rngs)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x, positions, segment_ids):
-        x = x + self.attn(self.ln_attn(x), positions, segment_ids) + self.mlp(self.ln_mlp(x))
+    def __call__(self, x, positions, segment_ids, kv_end=None):
+        x = x + self.attn(self.ln_attn(x), positions, segment_ids, kv_end) + self.mlp(self.ln_mlp(x))
         return constrain(x, ("act_batch", "act_seq", "act_embed"))
 
     def cached(self, x, positions, kv_mask, cache, index):
@@ -173,12 +173,14 @@ class GPTNeoX(nnx.Module):
             return x
         return constrain(self.unembed(x), ("act_batch", "act_seq", "act_vocab"))
 
-    def hidden(self, tokens, positions=None, segment_ids=None, *, cache=None, cache_index=0, kv_mask=None):
+    def hidden(self, tokens, positions=None, segment_ids=None, *, cache=None, cache_index=0, kv_mask=None,
+               kv_end=None):
         """Final-layer-normed hidden states [batch, seq, d_model]; ``unembed`` gives the logits
         (scoring unembeds only the positions it reads). With ``cache`` (``init_cache``) the tokens
         fill slots ``cache_index ..`` of the KV cache, attend to the slots set in ``kv_mask``
         [batch, slots] and the result is (hidden, new cache); ``positions`` then count real tokens
-        only (left padding: cumsum(mask) - 1)."""
+        only (left padding: cumsum(mask) - 1). ``kv_end`` packs a prefix tree of sequences
+        (attention.attention); ``positions`` are then each token's depth in the tree."""
         cfg = self.cfg
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
@@ -190,7 +192,7 @@ class GPTNeoX(nnx.Module):
                 x, layer_cache = block.cached(x, positions, kv_mask, layer_cache, cache_index)
                 new_cache.append(layer_cache)
             return self.final_ln(x), new_cache
-        apply = lambda block, x: block(x, positions, segment_ids)  # noqa: E731
+        apply = lambda block, x: block(x, positions, segment_ids, kv_end)  # noqa: E731
         if cfg.scan_layers:
             x = _scan(self.layers, x, apply, cfg.remat)
         else:

@@ -6,7 +6,9 @@ Both score the same two-option questions (the built-in scenarios, 8 prompt forma
 persona) by log-likelihood of the option letters, on one random-weight GPT-NeoX of the given
 Pythia shape saved as an HF directory (alignjax loads it through its converter). Reports
 questions/s (a question = all 8 formats), checks the picked answers are identical, and prints
-the ratio. alignjax is timed cold (including JIT compilation) and warm (compiled).
+the ratio. alignjax is timed cold (including JIT compilation) and warm (compiled), and warm with
+its prompts packed as prefix trees (the default) and in the plain layout (``pack_len=0``, one
+padded row per prompt), with the tokens each runs.
 """
 
 from __future__ import annotations
@@ -81,12 +83,21 @@ def main() -> None:
         contexts, choices = [e["context"] for e in examples], [e["continuations"] for e in examples]
         cold = [x for r in scorer.choice_logprobs(contexts, choices) for x in r]
         t_cold = time.perf_counter() - t0
+        scorer.stats.clear()
         t0 = time.perf_counter()
         ours = [x for r in scorer.choice_logprobs(contexts, choices) for x in r]
         t_warm = time.perf_counter() - t0
+        plain = Scorer(scorer.cfg, scorer.params, scorer.graphdef, scorer.tokenizer, scorer.mesh,
+                       batch_size=args.batch_size, pack_len=0)
+        flat = [x for r in plain.choice_logprobs(contexts, choices) for x in r]  # compiles its shapes
+        plain.stats.clear()
+        t0 = time.perf_counter()
+        flat = [x for r in plain.choice_logprobs(contexts, choices) for x in r]
+        t_plain = time.perf_counter() - t0
 
-    same = picks(ours, examples) == picks(theirs, examples) == picks(cold, examples)
-    diff = float(np.max(np.abs(np.array([x[0] for x in ours]) - np.array([x[0] for x in theirs]))))
+    same = picks(ours, examples) == picks(theirs, examples) == picks(cold, examples) == picks(flat, examples)
+    diff = max(float(np.max(np.abs(np.array([x[0] for x in run]) - np.array([x[0] for x in theirs]))))
+               for run in (ours, flat))
     q = args.questions
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads); pythia-{args.preset} shape, {q} questions x 8 formats "
@@ -94,7 +105,10 @@ def main() -> None:
     print(f"{'scorer':42s} {'seconds':>8s} {'questions/s':>12s} {'x lm-eval':>10s}")
     print(f"{'lm-eval 0.4 hf backend (HFLM.loglikelihood)':42s} {t_lm:8.2f} {q / t_lm:12.2f} {1.0:9.2f}x")
     print(f"{'alignjax Scorer, cold (incl. load + jit)':42s} {t_cold:8.2f} {q / t_cold:12.2f} {t_lm / t_cold:9.2f}x")
-    print(f"{'alignjax Scorer, warm':42s} {t_warm:8.2f} {q / t_warm:12.2f} {t_lm / t_warm:9.2f}x")
+    print(f"{'alignjax Scorer, plain rows, warm':42s} {t_plain:8.2f} {q / t_plain:12.2f} {t_lm / t_plain:9.2f}x"
+          f"  ({plain.stats['tokens']:,} tokens)")
+    print(f"{'alignjax Scorer, prefix trees, warm':42s} {t_warm:8.2f} {q / t_warm:12.2f} {t_lm / t_warm:9.2f}x"
+          f"  ({scorer.stats['tokens']:,} tokens)")
     print(f"identical answers: {same}; max |loglik difference| {diff:.2e}")
 
 

@@ -160,6 +160,42 @@ def test_results_do_not_depend_on_batch_size_or_order(loaded, tokenizer):
         assert [g[1] for g in got] == [b[1] for b in base]
 
 
+def test_pack_builds_prefix_trees_whose_ancestors_are_exactly_each_rows_path():
+    rng = random.Random(0)
+    stems = [tuple(rng.randrange(50) for _ in range(rng.randrange(1, 8))) for _ in range(4)]
+    rows = sorted({stem + tuple(rng.randrange(3) for _ in range(rng.randrange(1, 6)))
+                   for stem in stems for _ in range(6)})
+    for capacity in (0, 8, 20, 10_000):
+        trees = scoring._pack(rows, range(len(rows)), capacity)
+        assert sorted(i for tree in trees for i in tree.nodes) == list(range(len(rows)))
+        for tree in trees:
+            assert len(tree.tokens) <= max(capacity, max(len(rows[i]) for i in tree.nodes))
+            for i, nodes in tree.nodes.items():
+                assert [tree.tokens[n] for n in nodes] == list(rows[i])
+                assert [tree.depth[n] for n in nodes] == list(range(len(rows[i])))
+                # what a node attends to (kv_end): j <= n < ends[j]; that is exactly its path
+                for p, n in enumerate(nodes):
+                    assert [j for j in range(n + 1) if n < tree.ends[j]] == nodes[:p + 1]
+        if capacity == 10_000:  # one tree, and the shared prefixes are stored once
+            assert len(trees) == 1 and len(trees[0].tokens) < sum(map(len, rows))
+
+
+@needs_tokenizer
+@pytest.mark.parametrize("pack_len", [16, 64, 512])
+def test_packed_prefix_trees_score_as_one_row_per_prompt(loaded, tokenizer, pack_len):
+    contexts = [f"You are an AI assistant.\n\nScenario {i % 3}: pick one.\nA. {a}\nB. {b}\nAnswer:"
+                for i, (a, b) in enumerate([("yes", "no"), ("no", "yes")] * 3)]
+    requests = REQUESTS + [(c, o) for c in contexts for o in (" A", " B", " A and B")]
+    plain = _scorer(loaded, tokenizer, batch_size=4, pack_len=0)
+    packed = _scorer(loaded, tokenizer, batch_size=4, pack_len=pack_len)
+    want, got = plain.loglikelihood(requests), packed.loglikelihood(requests)
+    np.testing.assert_allclose([g[0] for g in got], [w[0] for w in want], atol=1e-5, rtol=0)
+    assert [g[1] for g in got] == [w[1] for w in want]
+    assert packed.stats["rows"] == plain.stats["rows"]
+    if pack_len >= 64:  # shared prefixes are computed once
+        assert packed.stats["tokens"] < plain.stats["tokens"]
+
+
 PROMPTS = ["Hello", "The quick brown fox jumps over the lazy dog and then", "Question: What is 2+2?\nAnswer:"]
 
 

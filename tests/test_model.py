@@ -69,6 +69,27 @@ def test_segment_ids_keep_packed_documents_apart():
     assert not np.allclose(model(packed, pos)[0, 5:], alone[0], atol=1e-3)
 
 
+@pytest.mark.parametrize("platform", ["cpu", "gpu"])  # blockwise CPU path; the masked XLA op elsewhere
+def test_a_packed_prefix_tree_gives_each_branch_its_standalone_hidden_states(platform, monkeypatch):
+    from alignjax import attention
+
+    monkeypatch.setattr(attention, "platform", lambda: platform)
+    model = M.init(_tiny(), 0)
+    rng = np.random.default_rng(0)
+    root, left, right, other = (list(rng.integers(2, 300, n)) for n in (6, 4, 5, 3))
+    # depth-first: root, root+left, root+right, then an unrelated sequence
+    tokens = root + left + right + other
+    depth = list(range(6)) + list(range(6, 10)) + list(range(6, 11)) + list(range(3))
+    kv_end = [15] * 6 + [10] * 4 + [15] * 5 + [18] * 3
+    h = model.hidden(jnp.asarray(tokens)[None], jnp.asarray(depth)[None], kv_end=jnp.asarray(kv_end)[None])[0]
+    for seq, nodes in ((root + left, list(range(10))), (root + right, list(range(6)) + list(range(10, 15))),
+                       (other, list(range(15, 18)))):
+        np.testing.assert_allclose(h[jnp.asarray(nodes)], model.hidden(jnp.asarray(seq)[None])[0], atol=1e-5)
+    # Without kv_end the right branch sees the left one.
+    plain = model.hidden(jnp.asarray(tokens)[None], jnp.asarray(depth)[None])[0]
+    assert not np.allclose(plain[10:15], h[10:15], atol=1e-3)
+
+
 def test_rotary_is_partial_and_rotate_half():
     x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 3, 2, 16)), jnp.float32)
     pos = jnp.arange(3)[None]

@@ -19,10 +19,18 @@ What makes it fast:
 - **unembedding only where needed**: the model runs without its output layer
   (``GPTNeoX.hidden``) and only the positions that score a continuation token are unembedded
   (for Pythia-14m/70m the vocab projection costs more than all the layers together);
-- rows are sorted longest first (as lm-eval) and padded on the right to a few bucketed lengths,
-  so a handful of jitted shapes serve a whole run; the batch is sharded over the mesh's
-  (data, fsdp) axes and batches are dispatched asynchronously; only [B, K] log-probs and greedy
-  flags come back to the host, never [B, T, V] logits.
+- **prefix trees**: the distinct inputs, sorted lexicographically, are packed ``pack_len`` tokens
+  to a row as a prefix tree in depth-first order (``_pack``): prompts that share a prefix (the
+  persona's system prompt, a scenario under its several wordings, the two answer orders up to
+  their options) share its tokens, so its keys and values are computed once; each token attends
+  to its ancestors only (``kv_end``) at its depth's rotary position, which is the arithmetic of
+  scoring each prompt alone. On the built-in scenarios this halves the tokens the model runs;
+  ``pack_len=0`` gives the plain layout (one right-padded row per input, longest first, as
+  lm-eval), which the tests compare it with;
+- rows are padded on the right to a few bucketed lengths, so a handful of jitted shapes serve a
+  whole run; the batch is sharded over the mesh's (data, fsdp) axes and batches are dispatched
+  asynchronously; only [B, K] log-probs and greedy flags come back to the host, never [B, T, V]
+  logits.
 
 Generation: left-padded batches, a prefill that fills a KV cache, then a jitted one-token decode
 step (``GPTNeoX.hidden(cache=...)``); greedy (temperature 0) or sampling; stops at EOS or at a stop
@@ -135,14 +143,15 @@ def _encode_batch(tokenizer, texts: Sequence[str]) -> list[list[int]]:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _score_rows(graphdef, params, tokens, positions, select, targets):
-    """tokens [B, T] (right-padded: causal attention makes the padding invisible to real
-    positions); the P ``positions`` [B, P] to unembed; for K targets, ``select`` [B, K] (which of
-    the P positions) and ``targets`` [B, K] (token) -> (log p(target) [B, K] float32, target is
-    the argmax there [B, K])."""
+def _score_rows(graphdef, params, tokens, depth, kv_end, reads, select, targets):
+    """tokens [B, T]: each row a prefix tree of prompts in depth-first order (``_pack``), with
+    ``depth`` the rotary positions and ``kv_end`` the attention's subtree ends; the P positions
+    ``reads`` [B, P] to unembed; for K targets, ``select`` [B, K] (which of the P positions) and
+    ``targets`` [B, K] (token) -> (log p(target) [B, K] float32, target is the argmax there
+    [B, K]). A right-padded plain row is the tree with one branch (depth = index, kv_end = T)."""
     model = nnx.merge(graphdef, params)
-    h = model.hidden(tokens)  # [B, T, d]
-    h = jnp.take_along_axis(h, positions[..., None], axis=1)  # [B, P, d]
+    h = model.hidden(tokens, depth, kv_end=kv_end)  # [B, T, d]
+    h = jnp.take_along_axis(h, reads[..., None], axis=1)  # [B, P, d]
     logits = model.unembed(h).astype(jnp.float32)  # [B, P, V]
     lse, best = jax.nn.logsumexp(logits, -1), jnp.argmax(logits, -1)  # [B, P]
     flat = select * logits.shape[-1] + targets  # index into each row's P x V logits
@@ -190,6 +199,62 @@ class _Plan:
     refs: list[list[tuple[int, int]]]  # per request: (row, slot) whose log-probs it sums
 
 
+@dataclasses.dataclass
+class _Tree:
+    """Prompts packed into one model row as a prefix tree in depth-first order: prompts that share
+    a prefix share its nodes (so its keys and values are computed once), and node j's subtree is
+    the range j .. ends[j]-1, which is exactly what attends to it (``kv_end``)."""
+    tokens: list[int] = dataclasses.field(default_factory=list)
+    depth: list[int] = dataclasses.field(default_factory=list)  # rotary position = depth in the tree
+    ends: list[int] = dataclasses.field(default_factory=list)
+    nodes: dict[int, list[int]] = dataclasses.field(default_factory=dict)  # plan row -> node per position
+
+
+def _common_prefix(a, b) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _pack(rows, order, capacity: int) -> list[_Tree]:
+    """Rows in ``order`` -> trees of at most ``capacity`` nodes (a row longer than that gets a tree
+    of its own; capacity 0: one row per tree). In lexicographic order a row shares the longest
+    prefix of any earlier row with its predecessor, so inserting it is: close the predecessor's
+    nodes past that prefix (their subtrees end here), then append the rest as a new branch."""
+    trees: list[_Tree] = []
+    tree, path, prev = None, [], ()
+
+    def close(keep: int):
+        for node in path[keep:]:
+            tree.ends[node] = len(tree.tokens)
+
+    for i in order:
+        row = rows[i]
+        shared = _common_prefix(row, prev) if tree is not None else 0
+        if tree is None or len(tree.tokens) + len(row) - shared > capacity:
+            if tree is not None:
+                close(0)
+            tree, path, shared = _Tree(), [], 0
+            trees.append(tree)
+        close(shared)
+        start = len(tree.tokens)
+        path = path[:shared] + list(range(start, start + len(row) - shared))
+        tree.tokens += row[shared:]
+        tree.depth += range(shared, len(row))
+        tree.ends += [0] * (len(row) - shared)
+        tree.nodes[i] = path
+        prev = row
+    if tree is not None:
+        close(0)
+    return trees
+
+
+# Tokens per packed row (then at least the longest prompt). My choice, by bench/eval.py on CPU.
+PACK_LEN = 384
+
+
 class Scorer:
     """Log-likelihood and generation over one model. ``batch_size`` rows per forward pass
     (rounded up to a multiple of the mesh's data x fsdp size); ``max_len`` the context window
@@ -197,7 +262,7 @@ class Scorer:
     (forward-pass sequences), batches and padded tokens processed."""
 
     def __init__(self, model_cfg: model_lib.ModelConfig, params, graphdef, tokenizer, mesh=None,
-                 batch_size: int = 32, max_len: int | None = None):
+                 batch_size: int = 32, max_len: int | None = None, pack_len: int = PACK_LEN):
         if isinstance(tokenizer, str):
             tokenizer = Tokenizer.load(tokenizer)
         self.cfg, self.params, self.graphdef, self.tokenizer = model_cfg, params, graphdef, tokenizer
@@ -205,6 +270,7 @@ class Scorer:
         self.batch_axes = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
         self.batch_size = -(-max(batch_size, 1) // self.batch_axes) * self.batch_axes
         self.max_len = max_len or model_cfg.max_seq_len
+        self.pack_len = pack_len
         self.eos_id = tokenizer.eos_id
         self.stats: collections.Counter = collections.Counter()
 
@@ -293,40 +359,52 @@ class Scorer:
 
     def _run(self, plan: _Plan):
         """Every row's gathered log-probs and greedy flags, as lists of arrays."""
-        order = sorted(range(len(plan.rows)), key=lambda i: (-len(plan.rows[i]), plan.rows[i]))
+        if self.pack_len:  # lexicographic order puts prompts that share a prefix next to each other
+            order = sorted(range(len(plan.rows)), key=plan.rows.__getitem__)
+            trees = _pack(plan.rows, order, max(self.pack_len, max(map(len, plan.rows), default=0)))
+            per_batch = max(1, self.batch_size * 128 // self.pack_len)
+        else:  # one row per tree, longest first (as lm-eval)
+            order = sorted(range(len(plan.rows)), key=lambda i: (-len(plan.rows[i]), plan.rows[i]))
+            trees, per_batch = _pack(plan.rows, order, 0), self.batch_size
+        trees.sort(key=lambda tree: -len(tree.tokens))
         logp: list = [None] * len(plan.rows)
         greedy: list = [None] * len(plan.rows)
         pending = []
         spec = sharding.batch_sharding(self.mesh, 2)
         with jax.set_mesh(self.mesh):
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                b = -(-min(self.batch_size, _pow2(len(idx))) // self.batch_axes) * self.batch_axes
-                t = _bucket(max(len(plan.rows[i]) for i in idx))
-                # Each distinct position is unembedded once, however many targets read it
-                # (all the single-token options of a context read its last position).
-                row_pos = [sorted({pos for pos, _ in plan.gathers[i]}) for i in idx]
-                n_pos = _pow2(max(len(rp) for rp in row_pos))
-                k = _pow2(max(len(plan.gathers[i]) for i in idx))
-                tokens = np.zeros((b, t), np.int32)
-                positions = np.zeros((b, n_pos), np.int32)
-                select = np.zeros((b, k), np.int32)
-                targets = np.zeros((b, k), np.int32)
-                for j, i in enumerate(idx):
-                    tokens[j, :len(plan.rows[i])] = plan.rows[i]
-                    positions[j, :len(row_pos[j])] = row_pos[j]
-                    where = {pos: n for n, pos in enumerate(row_pos[j])}
-                    for n, (pos, tok) in enumerate(plan.gathers[i]):
-                        select[j, n], targets[j, n] = where[pos], tok
-                args = [jax.device_put(x, spec) for x in (tokens, positions, select, targets)]
-                pending.append((idx, _score_rows(self.graphdef, self.params, *args)))  # asynchronous dispatch
+            for start in range(0, len(trees), per_batch):
+                batch = trees[start:start + per_batch]
+                b = -(-min(per_batch, _pow2(len(batch))) // self.batch_axes) * self.batch_axes
+                t = _bucket(max(len(tree.tokens) for tree in batch))
+                # Each distinct node is unembedded once, however many targets read it (all the
+                # single-token options of a prompt read its last node).
+                reads = [sorted({nodes[pos] for i, nodes in tree.nodes.items() for pos, _ in plan.gathers[i]})
+                         for tree in batch]
+                n_pos = _pow2(max(len(r) for r in reads))
+                k = _pow2(max(sum(len(plan.gathers[i]) for i in tree.nodes) for tree in batch))
+                tokens, depth = np.zeros((b, t), np.int32), np.zeros((b, t), np.int32)
+                kv_end = np.tile(np.arange(1, t + 1, dtype=np.int32), (b, 1))  # padding sees itself only
+                positions, select, targets = (np.zeros((b, n), np.int32) for n in (n_pos, k, k))
+                slices = []
+                for j, tree in enumerate(batch):
+                    n = len(tree.tokens)
+                    tokens[j, :n], depth[j, :n], kv_end[j, :n] = tree.tokens, tree.depth, tree.ends
+                    positions[j, :len(reads[j])] = reads[j]
+                    where = {node: m for m, node in enumerate(reads[j])}
+                    m = 0
+                    for i, nodes in tree.nodes.items():
+                        for pos, tok in plan.gathers[i]:
+                            select[j, m], targets[j, m] = where[nodes[pos]], tok
+                            m += 1
+                        slices.append((i, j, m - len(plan.gathers[i]), m))
+                args = [jax.device_put(x, spec) for x in (tokens, depth, kv_end, positions, select, targets)]
+                pending.append((slices, _score_rows(self.graphdef, self.params, *args)))  # asynchronous dispatch
                 self.stats["batches"] += 1
                 self.stats["tokens"] += b * t
-        for idx, (lp, gr) in pending:
+        for slices, (lp, gr) in pending:
             lp, gr = np.asarray(lp), np.asarray(gr)
-            for j, i in enumerate(idx):
-                n = len(plan.gathers[i])
-                logp[i], greedy[i] = lp[j, :n], gr[j, :n]
+            for i, j, lo, hi in slices:
+                logp[i], greedy[i] = lp[j, lo:hi], gr[j, lo:hi]
         self.stats["rows"] += len(plan.rows)
         return logp, greedy
 

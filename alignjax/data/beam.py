@@ -104,11 +104,15 @@ def run_pipeline(options: PipelineOptions, items: list, fn, label: str, batch: i
         raise DataError(f"Beam pipeline ({label}) failed: {type(e).__name__}: {sources.first_line(e)}") from None
 
 
-def write_json(path: Path, obj) -> None:
+def write_whole(path: Path, text: str) -> None:
     """Whole or not at all: a retried work item rewrites it."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False))
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    write_whole(path, json.dumps(obj, ensure_ascii=False))
 
 
 def count_bad(counts: dict) -> None:
@@ -256,10 +260,8 @@ def _synth_batch(batch, *, mode: str, client_args: dict | None, generator: dict,
         results = list(pool.map(one, batch))
     Metrics.counter("alignjax", "synth_written").inc(sum("record" in x for x in results))
     Metrics.counter("alignjax", "synth_failed").inc(sum("error" in x for x in results))
-    path = Path(tmp) / f"batch-{batch[0][0]:08d}.jsonl"  # a retried batch rewrites its file
-    tmp_path = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp_path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in results), encoding="utf-8")
-    os.replace(tmp_path, path)
+    write_whole(Path(tmp) / f"batch-{batch[0][0]:08d}.jsonl",
+                "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in results))
 
 
 def synth_requests(todo, out, mode: str, client, generator: dict, concurrency: int, summary, seed: int,

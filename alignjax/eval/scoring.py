@@ -253,6 +253,8 @@ def _pack(rows, order, capacity: int) -> list[_Tree]:
 
 # Tokens per packed row (then at least the longest prompt). My choice, by bench/eval.py on CPU.
 PACK_LEN = 384
+# A packed batch holds as many tokens as ``batch_size`` plain rows of this length (my choice).
+ROW_TOKENS = 128
 
 
 class Scorer:
@@ -362,7 +364,7 @@ class Scorer:
         if self.pack_len:  # lexicographic order puts prompts that share a prefix next to each other
             order = sorted(range(len(plan.rows)), key=plan.rows.__getitem__)
             trees = _pack(plan.rows, order, max(self.pack_len, max(map(len, plan.rows), default=0)))
-            per_batch = max(1, self.batch_size * 128 // self.pack_len)
+            per_batch = max(1, self.batch_size * ROW_TOKENS // self.pack_len)
         else:  # one row per tree, longest first (as lm-eval)
             order = sorted(range(len(plan.rows)), key=lambda i: (-len(plan.rows[i]), plan.rows[i]))
             trees, per_batch = _pack(plan.rows, order, 0), self.batch_size

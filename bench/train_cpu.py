@@ -8,6 +8,7 @@ alignjax runs ``Setup(cfg).train_step`` exactly as ``alignjax-train`` does (conf
 AdamW, global-norm clip 1.0, cosine schedule; jit, donated state). ``--loss-chunk`` picks its loss:
 0 the plain [tokens, vocab] logits, N > 0 ``train.loss_chunk=N`` (alignjax.loss.chunked_nll: the
 unembedding fused with the cross-entropy, N sequence positions at a time); unset, the config's default.
+The last line is the first alignjax contender's ratio to torch (with no flags: the default config's).
 The peer is ``GPTNeoXForCausalLM`` with the same config (``convert.model_config_to_hf_config``), fp32,
 torch.optim.AdamW(betas (0.9, 0.95), eps 1e-8, weight decay 0.1), ``clip_grad_norm_(1.0)``, torch's
 default thread count. Both see the same random token batches. After a warm-up (JIT compile), timed
@@ -131,9 +132,11 @@ def main(argv=None):
           f"median of {args.rounds} rounds x {args.steps} steps")
     print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS') or '(none)'}")
     print(f"{'':28s} {'tokens/s':>9s} {'vs torch':>9s}")
+    ratios = {name: statistics.median(t / a for t, a in zip(times[names[-1]], times[name])) for name in names}
     for name in names:
-        ratio = statistics.median(t / a for t, a in zip(times[names[-1]], times[name]))
-        print(f"{name:28s} {tokens / statistics.median(times[name]):9.0f} {ratio:8.2f}x")
+        print(f"{name:28s} {tokens / statistics.median(times[name]):9.0f} {ratios[name]:8.2f}x")
+    first = contenders[names[0]].setup.cfg.train
+    print(f"{names[0]} (loss_chunk={first.loss_chunk}) vs torch: {ratios[names[0]]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -147,7 +147,8 @@ class Setup:
             self._init_adapters = jax.jit(lambda seed: lora_lib.init(self.lora, self.abstract_params, seed),
                                           static_argnums=0, out_shardings=self.trainable_shardings)
         self._init_state = jax.jit(init_state, static_argnums=1, out_shardings=self.state_shardings, donate_argnums=0)
-        self.eval_loss = jax.jit(lambda params, batch: objectives.loss_fn(params, self.graphdef, batch),
+        self.eval_loss = jax.jit(lambda params, batch: objectives.loss_fn(params, self.graphdef, batch,
+                                                                          cfg.train.loss_chunk),
                                  in_shardings=(self.param_shardings, None))
         # The params evals run with (LoRA: merged into the base) and a copy that survives donation.
         self.full_params = jax.jit(self.model_params, out_shardings=self.param_shardings)

@@ -46,7 +46,7 @@ def default_config() -> ConfigDict:
         progress_bar=True,
         # > 0: the unembedding fused with the cross-entropy, this many sequence positions at a time
         # (alignjax/loss.py: no [tokens, vocab] logits); 0: the plain logits path. The same loss.
-        # 128 is our choice: 1.2x the plain step on the 2-core CPU bench, and on the planner's
+        # 128 is our choice: 1.18x the plain step on the 2-core CPU bench, and on the planner's
         # 6.9B v5p step the same HBM and time as 256 (README "Performance").
         loss_chunk=128,
         objective="lm",  # lm (pretraining stages) | sft (data from chat.*) | dpo (pairs from chat.*, dpo.*)

@@ -333,8 +333,10 @@ def suggestions(cfg, mesh, st, mc) -> list[str]:
     lighter = [(name, (cur - w) * mc.d_model * 2 * tokens * mc.num_layers / GiB)
                for name, w in sorted(saved.items(), key=lambda kv: -kv[1]) if w < cur]
     if cfg.train.loss_chunk == 0 and cfg.train.objective in ("lm", "sft"):
-        logits = tokens * mc.vocab_size * (4 + 2) / GiB  # fp32 logits and their gradient in the compute dtype
-        out.append(f"--config.train.loss_chunk=128 (the fused loss: no [tokens, vocab] logits, "
+        # fp32 logits, and their gradient in the compute dtype
+        logits = tokens * mc.vocab_size * (4 + (4 if mc.dtype == "float32" else 2)) / GiB
+        chunk = config_lib.default_config().train.loss_chunk
+        out.append(f"--config.train.loss_chunk={chunk} (the fused loss: no [tokens, vocab] logits, "
                    f"about {logits:.1f} GiB/chip)")
     for name, gib in [x for x in lighter if x[0] != "full"][:1] + [x for x in lighter if x[0] == "full"]:
         out.append(f"--config.model.remat={name} (about {gib:.1f} GiB/chip fewer saved activations)")

@@ -102,10 +102,13 @@ def blockwise_causal_attention(q, k, v, segment_ids=None, block: int = 128, kv_e
     t, scale = q.shape[1], 1.0 / math.sqrt(q.shape[-1])
     large_negative = jnp.float32(-0.7 * float(jnp.finfo(jnp.float32).max))
     precision = jax.lax.DotAlgorithmPreset.BF16_BF16_F32 if q.dtype == jnp.bfloat16 else None
+    # Heads-major once: sliced per block in [b, t, n, h], XLA transposed each block's key and
+    # value prefix again (O(T^2) copies; 1.7x slower at pythia-70m, 10 x 384 tokens).
+    q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
     out = []
     for start in range(0, t, block):
         end = min(start + block, t)
-        scores = jnp.einsum("btnh,bsnh->bnts", q[:, start:end], k[:, :end], precision=precision,
+        scores = jnp.einsum("bnth,bnsh->bnts", q[:, :, start:end], k[:, :, :end], precision=precision,
                             preferred_element_type=jnp.float32) * jnp.float32(scale)
         mask = (jnp.arange(start, end)[:, None] >= jnp.arange(end)[None, :])[None, None]
         if segment_ids is not None:  # packed documents do not attend to each other
@@ -113,6 +116,6 @@ def blockwise_causal_attention(q, k, v, segment_ids=None, block: int = 128, kv_e
         if kv_end is not None:
             mask = mask & (jnp.arange(start, end)[None, None, :, None] < kv_end[:, None, None, :end])
         probs = jax.nn.softmax(jnp.where(mask, scores, large_negative), axis=-1).astype(v.dtype)
-        out.append(jnp.einsum("bnts,bsnh->btnh", probs, v[:, :end]))
-    return jnp.concatenate(out, axis=1) if len(out) > 1 else out[0]
+        out.append(jnp.einsum("bnts,bnsh->bnth", probs, v[:, :, :end]))
+    return (jnp.concatenate(out, axis=2) if len(out) > 1 else out[0]).transpose(0, 2, 1, 3)
 

@@ -73,10 +73,15 @@ def rotary(x: jax.Array, positions: jax.Array, rotary_dim: int, base: float) -> 
     # The angles in fp32, the rotation in the compute dtype, as the reference (HF GPTNeoX) does:
     # fp32 copies of q and k would be the largest temporaries of a bf16 attention layer.
     cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
-    x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
-    x1, x2 = jnp.split(x_rot, 2, axis=-1)
-    rotated = x_rot * cos + jnp.concatenate([-x2, x1], -1) * sin
-    return jnp.concatenate([rotated, x_pass], -1)
+    # Over the whole head (cos 1 and sin 0 past rotary_dim) rather than rotating a slice and
+    # concatenating the rest back: TPU XLA copied the pass-through slice of q and k through HBM.
+    rest = x.shape[-1] - rotary_dim
+    if rest:
+        cos = jnp.concatenate([cos, jnp.ones((*cos.shape[:-1], rest), x.dtype)], -1)
+        sin = jnp.concatenate([sin, jnp.zeros((*sin.shape[:-1], rest), x.dtype)], -1)
+    half = rotary_dim // 2
+    rotated_half = [-x[..., half:rotary_dim], x[..., :half]] + ([jnp.zeros_like(x[..., rotary_dim:])] if rest else [])
+    return x * cos + jnp.concatenate(rotated_half, -1) * sin
 
 
 class Attention(nnx.Module):
@@ -100,6 +105,24 @@ class Attention(nnx.Module):
         ctx = checkpoint_name(attention(q, k, v, segment_ids, cfg.attention, kv_end), "attn_ctx")
         out = jnp.einsum("btnh,nhd->btd", ctx, self.out_kernel[...].astype(dt)) + self.out_bias[...].astype(dt)
         return checkpoint_name(out, "attn_out")
+
+    def at(self, x, positions, kv_end, reads):
+        """The output at positions ``reads`` [b, p] only: keys and values from every position of
+        ``x`` [b, t, d], queries from those alone (``kv_end`` as ``attention``: key j is seen
+        by the queries at j .. kv_end[j]-1). Returns [b, p, d]."""
+        cfg, dt = self.cfg, x.dtype
+        w, bias = self.qkv_kernel[...].astype(dt), self.qkv_bias[...].astype(dt)
+        kv = jnp.einsum("btd,dnkh->btnkh", x, w[:, :, 1:]) + bias[:, 1:]
+        x_at = jnp.take_along_axis(x, reads[..., None], axis=1)
+        q = jnp.einsum("bpd,dnh->bpnh", x_at, w[:, :, 0]) + bias[:, 0]
+        q = rotary(q, jnp.take_along_axis(positions, reads, axis=1), cfg.rotary_dim, cfg.rotary_base)
+        k = rotary(kv[:, :, :, 0], positions, cfg.rotary_dim, cfg.rotary_base)
+        keys = jnp.arange(x.shape[1])[None, None, :]
+        seen = keys <= reads[:, :, None]  # [b, p, t]
+        if kv_end is not None:
+            seen = seen & (reads[:, :, None] < kv_end[:, None, :])
+        ctx = jax.nn.dot_product_attention(q, k, kv[:, :, :, 1], mask=seen[:, None])
+        return jnp.einsum("bpnh,nhd->bpd", ctx, self.out_kernel[...].astype(dt)) + self.out_bias[...].astype(dt)
 
     def cached(self, x, positions, kv_mask, cache, index):
         """Inference attention over a KV cache. ``x`` [b, t, d] fills cache slots
@@ -151,6 +174,12 @@ class Block(nnx.Module):
         x = x + self.attn(self.ln_attn(x), positions, segment_ids, kv_end) + self.mlp(self.ln_mlp(x))
         return constrain(x, ("act_batch", "act_seq", "act_embed"))
 
+    def at(self, x, positions, kv_end, reads):
+        """The block's output at positions ``reads`` [b, p] only (Attention.at): all a last
+        layer computes for a scorer that reads a few positions of each row."""
+        x_at = jnp.take_along_axis(x, reads[..., None], axis=1)
+        return x_at + self.attn.at(self.ln_attn(x), positions, kv_end, reads) + self.mlp(self.ln_mlp(x_at))
+
     def cached(self, x, positions, kv_mask, cache, index):
         a, cache = self.attn.cached(self.ln_attn(x), positions, kv_mask, cache, index)
         return constrain(x + a + self.mlp(self.ln_mlp(x)), ("act_batch", "act_seq", "act_embed")), cache
@@ -174,13 +203,15 @@ class GPTNeoX(nnx.Module):
         return constrain(self.unembed(x), ("act_batch", "act_seq", "act_vocab"))
 
     def hidden(self, tokens, positions=None, segment_ids=None, *, cache=None, cache_index=0, kv_mask=None,
-               kv_end=None):
+               kv_end=None, reads=None):
         """Final-layer-normed hidden states [batch, seq, d_model]; ``unembed`` gives the logits
         (scoring unembeds only the positions it reads). With ``cache`` (``init_cache``) the tokens
         fill slots ``cache_index ..`` of the KV cache, attend to the slots set in ``kv_mask``
         [batch, slots] and the result is (hidden, new cache); ``positions`` then count real tokens
         only (left padding: cumsum(mask) - 1). ``kv_end`` packs a prefix tree of sequences
-        (attention.attention); ``positions`` are then each token's depth in the tree."""
+        (attention.attention); ``positions`` are then each token's depth in the tree. ``reads`` int
+        [batch, P] returns the hidden states at those positions only [batch, P, d_model]: the
+        last layer computes its queries, attention and MLP there alone."""
         cfg = self.cfg
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
@@ -193,13 +224,16 @@ class GPTNeoX(nnx.Module):
                 new_cache.append(layer_cache)
             return self.final_ln(x), new_cache
         apply = lambda block, x: block(x, positions, segment_ids, kv_end)  # noqa: E731
-        if cfg.scan_layers:
-            x = _scan(self.layers, x, apply, cfg.remat)
+        layers = list(self.layers)[:len(self.layers) - (reads is not None)]
+        if cfg.scan_layers and layers:
+            x = _scan(layers, x, apply, cfg.remat)
         else:
             if cfg.remat != "none":
                 apply = nnx.remat(apply, policy=REMAT_POLICIES[cfg.remat])
-            for block in self.layers:
+            for block in layers:
                 x = apply(block, x)
+        if reads is not None:
+            x = self.layers[-1].at(x, positions, kv_end, reads)
         return self.final_ln(x)
 
     def unembed(self, x):

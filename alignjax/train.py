@@ -43,7 +43,11 @@ def train_step(loss, model_params, tx, schedule, grad_accum: int, state: TrainSt
     objectives.token_loss); the loss is the count-weighted mean over the whole batch (tokens for lm/sft,
     pairs for dpo), so accumulation gives the same update as one big batch. ``state["params"]``
     are the trained params (LoRA: the adapters); ``model_params(trained, frozen)`` the model's;
-    ``frozen`` (LoRA base, DPO reference; {} when none) gets no gradient and no optimizer state."""
+    ``frozen`` (LoRA base, DPO reference; {} when none) gets no gradient and no optimizer state.
+    Each micro-batch gradient passes an optimization barrier: TPU XLA reduces an FSDP gradient as
+    a full-size all-reduce and, without one, fuses the slicing of its shard into the optimizer
+    update at the end of the step, so every layer's full gradient stayed live (11.6 GiB of a
+    17 GiB 6.9B step per v5p chip)."""
 
     def split(x):  # [B, ...] -> [accum, B/accum, ...], each micro-batch keeping the data sharding
         return x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:]).swapaxes(0, 1)
@@ -57,6 +61,7 @@ def train_step(loss, model_params, tx, schedule, grad_accum: int, state: TrainSt
     def micro(carry, mb):
         grads, total, count, sums = carry
         (mb_total, (mb_count, mb_sums)), mb_grads = grad_fn(state["params"], mb)
+        mb_grads = jax.tree.map(jax.lax.optimization_barrier, mb_grads)
         return (jax.tree.map(jnp.add, grads, mb_grads), total + mb_total, count + mb_count,
                 jax.tree.map(jnp.add, sums, mb_sums)), None
 

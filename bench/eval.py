@@ -110,6 +110,7 @@ def main() -> None:
     print(f"{'alignjax Scorer, prefix trees, warm':42s} {t_warm:8.2f} {q / t_warm:12.2f} {t_lm / t_warm:9.2f}x"
           f"  ({scorer.stats['tokens']:,} tokens)")
     print(f"identical answers: {same}; max |loglik difference| {diff:.2e}")
+    print(f"alignjax Scorer (prefix trees, warm) vs lm-eval hf, pythia-{args.preset}: {t_lm / t_warm:.2f}x")
 
 
 if __name__ == "__main__":

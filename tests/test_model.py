@@ -90,6 +90,21 @@ def test_a_packed_prefix_tree_gives_each_branch_its_standalone_hidden_states(pla
     assert not np.allclose(plain[10:15], h[10:15], atol=1e-3)
 
 
+@pytest.mark.parametrize("scan", [False, True])
+@pytest.mark.parametrize("tree", [False, True])
+def test_reading_a_few_positions_gives_their_full_hidden_states(tree, scan):
+    # The last layer then runs its queries, attention and MLP at those positions only.
+    model = M.init(_tiny(num_layers=3, scan_layers=scan), 0)
+    rng = np.random.default_rng(1)
+    tokens = jnp.asarray(rng.integers(2, 300, (2, 18)))
+    depth = jnp.asarray([list(range(6)) + list(range(6, 10)) + list(range(6, 11)) + list(range(3))] * 2)
+    kv_end = jnp.asarray([[15] * 6 + [10] * 4 + [15] * 5 + [18] * 3] * 2) if tree else None
+    reads = jnp.asarray([[9, 14, 17, 0], [5, 5, 3, 12]])
+    full = model.hidden(tokens, depth, kv_end=kv_end)
+    want = jnp.take_along_axis(full, reads[..., None], axis=1)
+    np.testing.assert_allclose(model.hidden(tokens, depth, kv_end=kv_end, reads=reads), want, rtol=1e-5, atol=1e-6)
+
+
 def test_rotary_is_partial_and_rotate_half():
     x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 3, 2, 16)), jnp.float32)
     pos = jnp.arange(3)[None]

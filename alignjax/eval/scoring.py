@@ -150,8 +150,7 @@ def _score_rows(graphdef, params, tokens, depth, kv_end, reads, select, targets)
     ``targets`` [B, K] (token) -> (log p(target) [B, K] float32, target is the argmax there
     [B, K]). A right-padded plain row is the tree with one branch (depth = index, kv_end = T)."""
     model = nnx.merge(graphdef, params)
-    h = model.hidden(tokens, depth, kv_end=kv_end)  # [B, T, d]
-    h = jnp.take_along_axis(h, reads[..., None], axis=1)  # [B, P, d]
+    h = model.hidden(tokens, depth, kv_end=kv_end, reads=reads)  # [B, P, d]
     logits = model.unembed(h).astype(jnp.float32)  # [B, P, V]
     lse, best = jax.nn.logsumexp(logits, -1), jnp.argmax(logits, -1)  # [B, P]
     flat = select * logits.shape[-1] + targets  # index into each row's P x V logits

@@ -14,8 +14,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q --no-deps ai2-olmo==0.6.0
 	touch $@
 
+# Two workers, one test file each at a time (module fixtures stay in one process): CI has 2 cores.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -q -m slow
